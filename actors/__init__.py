@@ -1,0 +1,1 @@
+"""Ray actors: thin wrappers that host library objects in processes of the cluster."""

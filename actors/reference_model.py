@@ -1,0 +1,23 @@
+"""ReferenceModel: log-probs under the frozen initial policy (the warm-start checkpoint), for the KL term."""
+
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import ray
+
+from actors.common import quiet_torch_process
+from orchestra_ray.policy_update import reference_logprobs
+from orchestra_ray.tiny_model import load_policy
+
+
+@ray.remote
+class ReferenceModel:
+    def __init__(self, policy_path: str, dtype: str = "float32", device: str = "cpu", torch_threads: int = 1, micro_batch_size: int = 16):
+        quiet_torch_process(torch_threads)
+        self.model, _ = load_policy(policy_path, dtype, device)
+        self.model.eval()
+        self.micro_batch_size = micro_batch_size
+
+    def logprobs(self, token_ids: Sequence[Sequence[int]], temperature: float = 1.0) -> List[List[float]]:
+        return reference_logprobs(self.model, token_ids, self.micro_batch_size, temperature)

@@ -1,0 +1,67 @@
+"""RolloutWorker: a policy copy and its engine, running the multi-turn loop for whole groups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Sequence
+
+import ray
+
+from actors.common import quiet_torch_process
+from actors.experts import RayExpertClient
+from actors.weight_transport import pull_if_newer
+from orchestra_ray.chat import ChatFormat, user_message
+from orchestra_ray.engine import HFEngine
+from orchestra_ray.episode import EpisodeLimits, episode_record, new_episodes, run_episodes
+from orchestra_ray.task import Task
+from orchestra_ray.tiny_model import load_policy
+from orchestra_ray.tools import expert_tools
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    policy_path: str
+    system_prompt: str
+    slots: Sequence[str]
+    limits: EpisodeLimits
+    dtype: str = "float32"
+    device: str = "cpu"
+    torch_threads: int = 1
+
+
+@ray.remote
+class RolloutWorker:
+    def __init__(self, spec: RolloutSpec, experts: Dict[str, "ray.actor.ActorHandle"], weight_store, index: int):
+        quiet_torch_process(spec.torch_threads)
+        self.spec, self.index, self.store = spec, index, weight_store
+        model, tokenizer = load_policy(spec.policy_path, spec.dtype, spec.device)
+        self.engine = HFEngine(model, tokenizer.pad_token_id)
+        self.chat = ChatFormat(tokenizer)
+        self.tools = expert_tools(list(spec.slots))
+        self.experts = RayExpertClient(experts)
+        self.version = -1
+
+    def sync_weights(self) -> int:
+        update = pull_if_newer(self.store, self.version)
+        if update is not None:
+            self.version, weights = update
+            self.engine.load_weights(weights)
+        return self.version
+
+    def run_groups(self, tasks: List[Task], group_size: int, temperature: float, seed: int) -> List[dict]:
+        """All samples of these tasks, batched together, generated with the latest weights; every
+        record is stamped with the weight version that produced it."""
+        import torch
+
+        self.sync_weights()
+        torch.manual_seed(seed)
+        episodes = []
+        for task in tasks:
+            episodes.extend(new_episodes(self.chat, self.spec.system_prompt, task, user_message(task.question, task.preference), group_size))
+        for ep in episodes:
+            ep.weight_version = self.version
+        run_episodes(self.engine, self.chat, episodes, self.tools, self.experts, self.spec.limits, temperature)
+        return [episode_record(ep, self.spec.slots) for ep in episodes]
+
+    def weight_checksum(self) -> float:
+        return float(sum(p.double().abs().sum() for p in self.engine.model.parameters()))

@@ -1,0 +1,91 @@
+"""Held-out evaluation: rewards comparable across policies, and paired bootstrap intervals.
+
+During training a sample's reward is normalised within its group. To compare two policies on the
+same question, each evaluated sample is instead normalised against fixed anchors: the zoo's
+single-expert trajectories on that question ("ask expert k, relay its answer"), one per slot.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+from orchestra_ray.experts import ExpertError, ExpertRequest
+from orchestra_ray.preferences import COST, LATENCY, OUTCOME, calls_metric
+from orchestra_ray.reward import anchored_reward
+
+
+def anchor_metrics(question_id: str, question: str, experts: Mapping[str, object], slots: Sequence[str]) -> List[Dict[str, float]]:
+    anchors = []
+    for slot in slots:
+        try:
+            r = experts[slot].respond(ExpertRequest(question_id, [{"role": "user", "content": question}]))
+        except ExpertError:
+            continue
+        m = {calls_metric(s): 0.0 for s in slots}
+        m[calls_metric(slot)] = 1.0
+        m.update({OUTCOME: 1.0 if r.grade == "A" else 0.0, COST: r.cost, LATENCY: r.latency})
+        anchors.append(m)
+    return anchors
+
+
+def score_records(records: Sequence[dict], anchors: Mapping[str, List[Dict[str, float]]]) -> List[dict]:
+    """Adds `eval_reward` to each evaluated record (one sample per task)."""
+    out = []
+    for r in records:
+        reward = anchored_reward(r["metrics"], anchors[r["question_id"]], r["preference"])
+        out.append({**r, "eval_reward": reward})
+    return out
+
+
+def summarise(scored: Sequence[dict]) -> Dict[str, Dict[str, float]]:
+    """Per profile and overall: mean reward, accuracy, cost, latency, format errors, expert shares."""
+    groups: Dict[str, List[dict]] = defaultdict(list)
+    for r in scored:
+        groups[r["preference_profile"]].append(r)
+        groups["all"].append(r)
+    out = {}
+    for name, rows in groups.items():
+        n = len(rows)
+        calls: Dict[str, float] = defaultdict(float)
+        for r in rows:
+            for k, v in r["metrics"].items():
+                if k.startswith("calls:"):
+                    calls[k[6:]] += v
+        total_calls = sum(calls.values()) or 1.0
+        out[name] = {
+            "n": n,
+            "reward": sum(r["eval_reward"] for r in rows) / n,
+            "accuracy": sum(r["metrics"][OUTCOME] for r in rows) / n,
+            "cost": sum(r["metrics"][COST] for r in rows) / n,
+            "latency": sum(r["metrics"][LATENCY] for r in rows) / n,
+            "format_error_rate": sum(1 for r in rows if r["format_errors"]) / n,
+            "answer_rate": sum(1 for r in rows if r["answer_source"]) / n,
+            "call_share": {k: v / total_calls for k, v in sorted(calls.items())},
+        }
+    return out
+
+
+def paired_bootstrap(
+    before: Mapping[str, float], after: Mapping[str, float], samples: int = 2000, seed: int = 0, level: float = 0.95
+) -> Tuple[float, float, float]:
+    """Mean of (after - before) over shared keys and its percentile bootstrap interval."""
+    keys = sorted(set(before) & set(after))
+    if not keys:
+        raise ValueError("no shared questions to compare")
+    diffs = [after[k] - before[k] for k in keys]
+    rng = random.Random(seed)
+    n = len(diffs)
+    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
+    lo = means[int((1 - level) / 2 * samples)]
+    hi = means[min(samples - 1, int((1 + level) / 2 * samples))]
+    return sum(diffs) / n, lo, hi
+
+
+def per_question_reward(scored: Sequence[dict]) -> Dict[str, float]:
+    """Mean eval reward per question over the evaluated profiles (the bootstrap's unit)."""
+    acc: Dict[str, List[float]] = defaultdict(list)
+    for r in scored:
+        acc[r["question_id"]].append(r["eval_reward"])
+    return {k: sum(v) / len(v) for k, v in acc.items()}

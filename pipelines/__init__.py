@@ -1,0 +1,1 @@
+"""Drivers, the command line and the YAML configs: they compose actors into runs."""

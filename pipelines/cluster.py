@@ -1,0 +1,47 @@
+"""Connecting to Ray: an embedded local cluster sized to the machine, or an existing one."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import ray
+
+from orchestra_ray.config import ConfigError, OrchestraConfig
+
+
+def connect(cfg: OrchestraConfig, address: Optional[str] = None) -> str:
+    """Joins `address` (or cfg.cluster.address, or RAY_ADDRESS); otherwise starts a local cluster."""
+    address = address or cfg.cluster.address or os.environ.get("RAY_ADDRESS")
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}}
+    if address:
+        ray.init(address=address, namespace=cfg.cluster.namespace, runtime_env=env, log_to_driver=True)
+        return f"joined Ray cluster at {address}"
+    ray.init(
+        num_cpus=cfg.cluster.num_cpus or os.cpu_count(),
+        namespace=cfg.cluster.namespace,
+        runtime_env=env,
+        include_dashboard=False,
+        log_to_driver=True,
+        configure_logging=True,
+        logging_level="WARNING",
+    )
+    return f"started a local Ray cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+
+
+def check_placement(cfg: OrchestraConfig) -> None:
+    """Fail before starting actors when the cluster can never host them all at once."""
+    total = ray.cluster_resources()
+    r, t = cfg.rollout, cfg.trainer
+    need_cpu = r.num_workers * r.num_cpus_per_worker + 2 * t.num_cpus  # learner + reference
+    need_gpu = r.num_workers * r.num_gpus_per_worker + 2 * t.num_gpus
+    if need_cpu > total.get("CPU", 0) + 1e-9:
+        raise ConfigError(
+            f"invalid value for config key 'rollout.num_workers': {r.num_workers} workers x "
+            f"{r.num_cpus_per_worker} CPU + learner and reference need {need_cpu:g} CPUs, the cluster has {total.get('CPU', 0):g}"
+        )
+    if need_gpu > total.get("GPU", 0) + 1e-9:
+        raise ConfigError(
+            f"invalid value for config key 'rollout.num_gpus_per_worker': the run needs {need_gpu:g} GPUs, "
+            f"the cluster has {total.get('GPU', 0):g}"
+        )

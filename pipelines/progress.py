@@ -1,0 +1,65 @@
+"""What the user sees: one live line per step, evaluation lines and the final summary."""
+
+from __future__ import annotations
+
+import sys
+from typing import Dict, Optional
+
+from tqdm import tqdm
+
+
+class Progress:
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.bar: Optional[tqdm] = None
+
+    def note(self, text: str) -> None:
+        (self.bar.write if self.bar else lambda t: print(t, file=self.stream, flush=True))(text)
+
+    def start(self, total: int, done: int) -> None:
+        self.bar = tqdm(total=total, initial=done, desc="GRPO", unit="step", file=self.stream, dynamic_ncols=True,
+                        bar_format="{desc} {n_fmt}/{total_fmt} |{bar:20}| {elapsed}<{remaining} {postfix}")
+
+    def step(self, m: Dict) -> None:
+        line = (f"step {m['step']:>3}  reward {m['reward']:.3f}  acc {m['accuracy']:.2f}  cost ${m['cost']:.5f}  "
+                f"turns {m['turns']:.2f}  fmt-err {m['format_error_rate']:.2f}  {m['tokens_per_s']:.0f} tok/s  "
+                f"kl {m.get('kl', 0.0):.4f}  v{m['weight_version']}")
+        if self.bar is not None:
+            self.bar.write(line)
+            self.bar.set_postfix_str(f"reward {m['reward']:.3f} cost ${m['cost']:.5f}")
+            self.bar.update(1)
+        else:
+            self.note(line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def eval_line(self, label: str, result: Dict) -> None:
+        for name, p in result["profiles"].items():
+            self.note(f"  [{label}] {name:<15} reward {p['reward']:.3f}  acc {p['accuracy']:.2f}  cost ${p['cost']:.5f}  "
+                      f"latency {p['latency']:.1f}s  n={p['n']}")
+
+
+def format_summary(s: Dict, peak_gb: Optional[float]) -> str:
+    lines = ["", "=== summary ==="]
+    lines.append(f"steps: {s.get('steps')}   wall time: {s.get('wall_s', 0):.0f}s" + (f"   peak memory: {peak_gb:.2f} GB" if peak_gb else ""))
+    if "eval_warm_start" in s and "eval_final" in s:
+        lines.append("held-out evaluation (reward normalised against the zoo's single-expert answers):")
+        lines.append(f"  {'profile':<15} {'reward before':>13} {'after':>7} {'acc before':>10} {'after':>6} {'cost before':>12} {'after':>9}")
+        for name in s["eval_final"]:
+            b, a = s["eval_warm_start"].get(name), s["eval_final"][name]
+            if b is None:
+                continue
+            lines.append(f"  {name:<15} {b['reward']:>13.3f} {a['reward']:>7.3f} {b['accuracy']:>10.2f} {a['accuracy']:>6.2f} "
+                         f"${b['cost']:>11.5f} ${a['cost']:>8.5f}")
+    if "reward_difference" in s:
+        d = s["reward_difference"]
+        lines.append(f"mean held-out reward change: {d['mean']:+.3f}  (95% bootstrap interval {d['ci95'][0]:+.3f} .. {d['ci95'][1]:+.3f})")
+    if "cost_first_cost" in s:
+        c = s["cost_first_cost"]
+        lines.append(f"cost-first profile, cost per question: ${c['warm_start']:.5f} -> ${c['final']:.5f}  (x{c['ratio']:.2f})")
+    lines.append(f"checkpoint: {s.get('checkpoint')}")
+    lines.append(f"run directory: {s['run_dir']}")
+    return "\n".join(lines)

@@ -1,0 +1,336 @@
+"""The GRPO training pipeline, as the paper's algorithm box:
+
+    warm start (SFT on God-model demonstrations) -> version 0 -> reference model frozen
+    for each step:
+        draw tasks (question, preference) -> each rollout worker runs whole groups of G samples
+        reward = orchestration_reward over each group -> grouped advantages, filters
+        reference log-probs -> learner PPO-clip + KL step -> publish version v+1
+        write the step's trajectories (Parquet) and metrics; checkpoint on schedule
+    held-out evaluation of the warm-start and final policies, with a paired bootstrap interval
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict
+from typing import Dict, List, Optional
+
+import numpy as np
+import pyarrow.parquet as pq
+import ray
+import torch
+from omegaconf import OmegaConf
+
+from actors.experts import ReplayExpertActor
+from actors.learner import Learner
+from actors.reference_model import ReferenceModel
+from actors.rollout_worker import RolloutSpec, RolloutWorker
+from actors.weight_transport import WeightStore
+from orchestra_ray import checkpoint as ckpt
+from orchestra_ray.advantages import FilterCounts, advantages_with_filters
+from orchestra_ray.chat import ChatFormat, user_message
+from orchestra_ray.config import OrchestraConfig
+from orchestra_ray.demos import god_model_demo
+from orchestra_ray.episode import EpisodeLimits
+from orchestra_ray.evaluation import anchor_metrics, paired_bootstrap, per_question_reward, score_records, summarise
+from orchestra_ray.preferences import COST, LATENCY, OUTCOME
+from orchestra_ray.reward import orchestration_reward
+from orchestra_ray.task import Task, TaskSampler, demo_tasks, eval_tasks
+from orchestra_ray.tiny_model import tiny_policy_path
+from orchestra_ray.trajectory import trajectory_rows
+from pipelines.progress import Progress
+from pipelines.zoo import Zoo, tokenizer_corpus
+
+
+def _split(items: List, parts: int) -> List[List]:
+    size = -(-len(items) // parts)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class Trainer:
+    def __init__(self, cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress):
+        self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
+        self.run_id = os.path.basename(os.path.abspath(run_dir))
+        self.zoo = zoo
+        self.step = 0
+        self.sampler = TaskSampler(self.zoo.train, cfg.preferences.train_profiles, self.zoo.slots, cfg.run.seed)
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def policy_path(self) -> str:
+        p = self.cfg.policy
+        if p.model != "tiny":
+            return p.model
+        return tiny_policy_path(p.tiny, tokenizer_corpus(self.zoo, self.cfg), p.cache_dir)
+
+    def start_actors(self, policy_path: str) -> None:
+        cfg = self.cfg
+        self.store = WeightStore.remote()
+        self.experts = {
+            e.name: ReplayExpertActor.options(name=None).remote(os.path.abspath(cfg.data.path), e, cfg.zoo.input_tokens_overhead)
+            for e in cfg.zoo.experts
+        }
+        t = cfg.trainer
+        self.learner = Learner.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus).remote(
+            policy_path, self.store, t, cfg.policy.dtype, cfg.policy.device, cfg.run.seed
+        )
+        r = cfg.rollout
+        limits = EpisodeLimits(r.max_turns, r.max_new_tokens, r.max_total_tokens, cfg.zoo.max_response_chars)
+        spec = RolloutSpec(policy_path, self.zoo.system_prompt, tuple(self.zoo.slots), limits, cfg.policy.dtype,
+                           cfg.policy.device, r.torch_threads)
+        self.workers = [
+            RolloutWorker.options(num_cpus=r.num_cpus_per_worker, num_gpus=r.num_gpus_per_worker).remote(spec, self.experts, self.store, i)
+            for i in range(r.num_workers)
+        ]
+        ray.get([a.ready.remote() for a in self.experts.values()])
+
+    def start_reference(self, path: str) -> None:
+        t = self.cfg.trainer
+        self.reference = ReferenceModel.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus).remote(
+            path, self.cfg.policy.dtype, self.cfg.policy.device, t.torch_threads, t.micro_batch_size
+        )
+
+    # ---- stages -------------------------------------------------------------------------------
+    def warm_start(self, policy_path: str) -> List[float]:
+        cfg = self.cfg
+        chat = ChatFormat(_tokenizer(policy_path))
+        strongest = self.zoo.experts[cfg.zoo.strongest]
+        demos = [
+            god_model_demo(chat, self.zoo.system_prompt, user_message(t.question, t.preference), t, strongest, cfg.zoo.max_response_chars)
+            for t in demo_tasks(self.zoo.train, cfg.preferences.train_profiles, self.zoo.slots, cfg.warm_start.examples, cfg.run.seed)
+        ]
+        w = cfg.warm_start
+        return ray.get(self.learner.warm_start.remote(demos, w.epochs, w.batch_size, w.lr, cfg.run.seed))
+
+    def rollout(self, tasks: List[Task], group_size: int, temperature: float, seed: int) -> List[dict]:
+        chunks = _split(tasks, len(self.workers))
+        refs = [w.run_groups.remote(chunk, group_size, temperature, seed * 1000 + i) for i, (w, chunk) in enumerate(zip(self.workers, chunks))]
+        return [rec for part in ray.get(refs) for rec in part]
+
+    def evaluate(self, label: str) -> Dict:
+        cfg = self.cfg
+        tasks = eval_tasks(self.zoo.heldout, cfg.preferences.eval_profiles, self.zoo.slots)
+        t0 = time.time()
+        records = self.rollout(tasks, 1, cfg.eval.temperature, seed=10_000_000 + self.step)
+        anchors = {q.question_id: anchor_metrics(q.question_id, q.problem, self.zoo.experts, self.zoo.slots) for q in self.zoo.heldout}
+        scored = score_records(records, anchors)
+        result = {
+            "label": label,
+            "step": self.step,
+            "weight_versions": sorted({r["weight_version"] for r in records}),
+            "heldout_questions": len(self.zoo.heldout),
+            "train_questions": len(self.zoo.train),
+            "profiles": summarise(scored),
+            "per_question_reward": per_question_reward(scored),
+            "seconds": time.time() - t0,
+        }
+        os.makedirs(os.path.join(self.run_dir, "eval"), exist_ok=True)
+        with open(os.path.join(self.run_dir, "eval", f"{label}.json"), "w") as f:
+            json.dump(result, f, indent=1)
+        return result
+
+    def grpo_step(self) -> Dict:
+        cfg, r = self.cfg, self.cfg.rollout
+        self.step += 1
+        t0 = time.time()
+        tasks = self.sampler.next_tasks(r.tasks_per_step, self.step)
+        records = self.rollout(tasks, r.group_size, r.temperature, seed=cfg.run.seed * 100_003 + self.step)
+        t_roll = time.time() - t0
+        counts = FilterCounts()
+        by_task: Dict[str, List[dict]] = {}
+        for rec in records:
+            by_task.setdefault(rec["task_id"], []).append(rec)
+        for group in by_task.values():
+            weights = group[0]["preference"]
+            rewards = orchestration_reward([g["metrics"] for g in group], weights)
+            res = advantages_with_filters(
+                rewards, [bool(g["format_errors"]) for g in group], [bool(g["answer_source"]) for g in group],
+                std_normalize=cfg.reward.std_normalize, eps=cfg.reward.eps,
+                filter_zero_variance=cfg.reward.filter_zero_variance,
+                filter_format_errors=cfg.reward.filter_format_errors,
+                filter_no_answer=cfg.reward.filter_no_answer, counts=counts,
+            )
+            zero_var = max(rewards) - min(rewards) <= 1e-12
+            for g, rew, adv, keep in zip(group, rewards, res.advantages, res.keep):
+                g.update(reward=rew, advantage=adv, kept=keep, zero_variance=zero_var,
+                         has_format_error=bool(g["format_errors"]), no_answer=not g["answer_source"])
+        self.write_trajectories(records)
+        kept = [g for g in records if g["kept"]]
+        t1 = time.time()
+        stats: Dict[str, float] = {}
+        if kept:
+            ref = None
+            if cfg.trainer.kl_coef > 0:
+                ref = self.reference.logprobs.remote([g["token_ids"] for g in kept], r.temperature)
+            stats = ray.get(self.learner.train_step.remote(kept, ref, r.temperature))
+        t_learn = time.time() - t1
+        n = len(records)
+        gen_tokens = sum(g["generated_tokens"] for g in records)
+        metrics = {
+            "step": self.step,
+            "weight_version_used": sorted({g["weight_version"] for g in records}),
+            "weight_version": int(stats.get("version", -1)),
+            "reward": sum(g["reward"] for g in records) / n,
+            "accuracy": sum(g["metrics"][OUTCOME] for g in records) / n,
+            "cost": sum(g["metrics"][COST] for g in records) / n,
+            "latency": sum(g["metrics"][LATENCY] for g in records) / n,
+            "turns": sum(g["turns"] for g in records) / n,
+            "format_error_rate": sum(1 for g in records if g["format_errors"]) / n,
+            "tokens_per_s": gen_tokens / max(t_roll, 1e-9),
+            "rollout_s": t_roll,
+            "learn_s": t_learn,
+            "filters": counts.as_dict(),
+            "cost_by_profile": _mean_by(records, "preference_profile", lambda g: g["metrics"][COST]),
+            **{k: v for k, v in stats.items() if k != "version"},
+        }
+        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        return metrics
+
+    def write_trajectories(self, records: List[dict]) -> None:
+        d = os.path.join(self.run_dir, "trajectories")
+        os.makedirs(d, exist_ok=True)
+        final = os.path.join(d, f"step_{self.step:06d}.parquet")
+        pq.write_table(trajectory_rows(self.run_id, self.step, records), final + ".tmp")
+        os.replace(final + ".tmp", final)
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(self) -> str:
+        final = ckpt.step_dir(self.run_dir, self.step)
+        tmp = ckpt.temp_dir_for(final)
+        ray.get(self.learner.save.remote(tmp))
+        state = {
+            "step": self.step,
+            "data_position": self.sampler.position,
+            "rng": {"python": _encode_rng(random.getstate()), "numpy": _encode_rng(np.random.get_state()),
+                    "torch": torch.get_rng_state().tolist()},
+        }
+        ckpt.commit(tmp, final, state)
+        return final
+
+    def restore(self, path: str) -> None:
+        state = ckpt.read_state(path)
+        self.step = int(state["step"])
+        self.sampler.restore(state["data_position"])
+        random.setstate(_decode_rng(state["rng"]["python"]))
+        np.random.set_state(_decode_rng(state["rng"]["numpy"]))
+        torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
+        ray.get(self.learner.restore.remote(path))
+        # Work of steps after the checkpoint is redone: drop what they wrote.
+        tdir = os.path.join(self.run_dir, "trajectories")
+        for name in os.listdir(tdir) if os.path.isdir(tdir) else []:
+            if name.startswith("step_") and int(name[5:11]) > self.step:
+                os.remove(os.path.join(tdir, name))
+        mpath = os.path.join(self.run_dir, "metrics.jsonl")
+        if os.path.exists(mpath):
+            with open(mpath) as f:
+                keep = [line for line in f if line.strip() and json.loads(line)["step"] <= self.step]
+            with open(mpath, "w") as f:
+                f.writelines(keep)
+
+
+def _tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _mean_by(records: List[dict], key: str, value) -> Dict[str, float]:
+    acc: Dict[str, List[float]] = {}
+    for g in records:
+        acc.setdefault(g[key], []).append(value(g))
+    return {k: sum(v) / len(v) for k, v in sorted(acc.items())}
+
+
+def _encode_rng(state):
+    return json.loads(json.dumps(state, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def _decode_rng(state):
+    if isinstance(state, list) and state and state[0] == "MT19937":
+        return (state[0], np.array(state[1], dtype=np.uint32), *state[2:])
+    return (state[0], tuple(state[1]), state[2])
+
+
+def new_run_dir(cfg: OrchestraConfig, config_name: str) -> str:
+    name = cfg.run.name or f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = os.path.join(cfg.run.root, name)
+    if os.path.exists(path) and os.listdir(path):
+        raise FileExistsError(f"run directory {path} already exists; use --resume {path} to continue it")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resume: bool = False) -> Dict:
+    """Runs on a connected Ray cluster; `zoo` is loaded (and so checked) before the cluster starts."""
+    random.seed(cfg.run.seed)
+    np.random.seed(cfg.run.seed)
+    torch.manual_seed(cfg.run.seed)
+    OmegaConf.save(OmegaConf.structured(cfg), os.path.join(run_dir, "config.yaml"))
+    t_start = time.time()
+    tr = Trainer(cfg, zoo, run_dir, progress)
+    progress.note(f"data: {len(zoo.train)} train / {len(zoo.heldout)} held-out questions, zoo: {', '.join(zoo.slots)}")
+    policy_path = tr.policy_path()
+    tr.start_actors(policy_path)
+    warm_dir = os.path.join(ckpt.checkpoints_dir(run_dir), "warm_start")
+    latest = ckpt.latest_checkpoint(run_dir) if resume else None
+    summary: Dict = {"run_dir": os.path.abspath(run_dir)}
+    if resume and not os.path.isfile(os.path.join(warm_dir, "state.json")):
+        raise FileNotFoundError(f"{run_dir} has no complete warm-start checkpoint to resume from; start a new run")
+    if not resume or not os.path.isfile(os.path.join(warm_dir, "state.json")):
+        if cfg.warm_start.enabled:
+            t0 = time.time()
+            losses = tr.warm_start(policy_path)
+            progress.note(f"warm start: {cfg.warm_start.examples} God-model demonstrations, loss {losses[0]:.3f} -> {losses[-1]:.3f} ({time.time() - t0:.0f}s)")
+            summary["warm_start_loss"] = losses
+        ray.get(tr.learner.publish.remote())
+        tmp = ckpt.temp_dir_for(warm_dir)
+        ray.get(tr.learner.save.remote(tmp, False))
+        ckpt.commit(tmp, warm_dir, {"step": 0})
+    tr.start_reference(os.path.join(warm_dir, "policy"))
+    if latest is not None:
+        tr.restore(latest)
+        progress.note(f"resumed from {latest} at step {tr.step}, data position {tr.sampler.position}")
+    elif resume:
+        ray.get(tr.learner.restore.remote(warm_dir))
+        progress.note("no step checkpoint yet; starting GRPO from the warm-start policy")
+    before = None
+    before_path = os.path.join(run_dir, "eval", "warm_start.json")
+    if cfg.eval.enabled:
+        if os.path.exists(before_path):
+            with open(before_path) as f:
+                before = json.load(f)
+        elif tr.step == 0:
+            progress.note("evaluating the warm-start policy on the held-out questions ...")
+            before = tr.evaluate("warm_start")
+            progress.eval_line("warm start", before)
+    progress.start(cfg.trainer.steps, tr.step)
+    last = None
+    while tr.step < cfg.trainer.steps:
+        last = tr.grpo_step()
+        progress.step(last)
+        if tr.step % cfg.trainer.checkpoint_every == 0 or tr.step == cfg.trainer.steps:
+            tr.save_checkpoint()
+    progress.close()
+    if tr.step > 0 and ckpt.latest_checkpoint(run_dir) != ckpt.step_dir(run_dir, tr.step):
+        tr.save_checkpoint()
+    summary.update(steps=tr.step, last_step=last, checkpoint=ckpt.latest_checkpoint(run_dir) or warm_dir)
+    if cfg.eval.enabled:
+        progress.note("evaluating the trained policy on the held-out questions ...")
+        after = tr.evaluate("final")
+        progress.eval_line("after GRPO", after)
+        summary["eval_final"] = after["profiles"]
+        if before is not None:
+            summary["eval_warm_start"] = before["profiles"]
+            d, lo, hi = paired_bootstrap(before["per_question_reward"], after["per_question_reward"], cfg.eval.bootstrap_samples, cfg.run.seed)
+            summary["reward_difference"] = {"mean": d, "ci95": [lo, hi]}
+            if "cost-first" in before["profiles"] and "cost-first" in after["profiles"]:
+                b, a = before["profiles"]["cost-first"]["cost"], after["profiles"]["cost-first"]["cost"]
+                summary["cost_first_cost"] = {"warm_start": b, "final": a, "ratio": a / b if b > 0 else float("nan")}
+    summary["wall_s"] = time.time() - t_start
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary

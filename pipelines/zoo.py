@@ -1,0 +1,64 @@
+"""The replay zoo as the driver sees it: questions and their split, local replay experts (for the
+warm-start demonstrations and the evaluation anchors), the system prompt, the tokenizer corpus."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Dict, List
+
+from orchestra_ray.chat import SlotCard, system_prompt, tool_call_text, user_message
+from orchestra_ray.config import OrchestraConfig
+from orchestra_ray.experts import ReplayExpert
+from orchestra_ray.frames import Question, load_questions, load_responses, split_questions
+from orchestra_ray.preferences import profile_names, profile_vector
+from orchestra_ray.pricing import PriceTable
+from orchestra_ray.tools import expert_tools
+
+
+@dataclass
+class Zoo:
+    slots: List[str]
+    train: List[Question]
+    heldout: List[Question]
+    experts: Dict[str, ReplayExpert]
+    system_prompt: str
+
+
+def load_zoo(cfg: OrchestraConfig) -> Zoo:
+    questions = load_questions(cfg.data.path)
+    slots = [e.name for e in cfg.zoo.experts]
+    responses = load_responses(cfg.data.path, [e.arm for e in cfg.zoo.experts])
+    prices = PriceTable.from_slots(cfg.zoo.experts)
+    experts = {e.name: ReplayExpert(e.name, responses[e.arm], prices, cfg.zoo.input_tokens_overhead) for e in cfg.zoo.experts}
+    # Keep only questions every slot can answer, so no policy is judged on a missing record.
+    questions = [q for q in questions if all(q.question_id in responses[e.arm] for e in cfg.zoo.experts)]
+    train, heldout = split_questions(questions, cfg.data.heldout_fraction)
+    if cfg.data.max_train_questions:
+        train = train[: cfg.data.max_train_questions]
+    if cfg.data.max_heldout_questions:
+        heldout = heldout[: cfg.data.max_heldout_questions]
+    cards = []
+    for e in cfg.zoo.experts:
+        typical = statistics.median(prices.latency(e.name, r.output_tokens) for r in responses[e.arm].values())
+        cards.append(SlotCard(e.name, e.description, e.input_price, e.output_price, typical))
+    return Zoo(slots, train, heldout, experts, system_prompt(cards, expert_tools(slots)))
+
+
+def tokenizer_corpus(zoo: Zoo, cfg: OrchestraConfig) -> List[str]:
+    """Text the tiny model's tokenizer is trained on: prompts, train questions, tool calls and the
+    zoo's answers on the train split (never the held-out questions). Template text is repeated as
+    often as episodes repeat it, so BPE merges compress it as they would in real use."""
+    n = len(zoo.train)
+    corpus = [zoo.system_prompt] * n
+    for p in profile_names(zoo.slots):
+        corpus.extend([user_message("", profile_vector(p, zoo.slots))] * n)
+    for s in zoo.slots:
+        corpus.extend([tool_call_text("call_expert", {"expert": s})] * n)
+        corpus.extend([tool_call_text("answer", {"expert": s})] * n)
+        for q in zoo.train:
+            rec = zoo.experts[s].records.get(q.question_id)
+            if rec is not None:
+                corpus.append(rec.text[: cfg.zoo.max_response_chars])
+    corpus.extend(q.problem for q in zoo.train)
+    return corpus
