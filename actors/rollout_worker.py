@@ -27,6 +27,7 @@ class RolloutSpec:
     dtype: str = "float32"
     device: str = "cpu"
     torch_threads: int = 1
+    max_batch_size: int = 64
 
 
 @ray.remote
@@ -35,7 +36,7 @@ class RolloutWorker:
         quiet_torch_process(spec.torch_threads)
         self.spec, self.index, self.store = spec, index, weight_store
         model, tokenizer = load_policy(spec.policy_path, spec.dtype, spec.device)
-        self.engine = HFEngine(model, tokenizer.pad_token_id)
+        self.engine = HFEngine(model, tokenizer.pad_token_id, spec.max_batch_size)
         self.chat = ChatFormat(tokenizer)
         self.tools = expert_tools(list(spec.slots))
         self.experts = RayExpertClient(experts)

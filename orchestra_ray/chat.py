@@ -67,7 +67,9 @@ class ChatFormat:
         self.end_of_turn_id = ids[1]
 
     def encode(self, text: str) -> List[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        # Policy output can smuggle lone surrogates (JSON "\ud800") into error messages.
+        clean = text.encode("utf-8", "replace").decode("utf-8")
+        return self.tokenizer.encode(clean, add_special_tokens=False)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)

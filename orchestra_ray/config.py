@@ -70,6 +70,12 @@ class TinyModelConfig:
     head_dim: int = 32
     max_position_embeddings: int = 2048
     seed: int = 0
+    # Language-model pre-training on the project's own text, so the base model knows the tool-call
+    # syntax and every expert's name before the warm start (a real base model knows far more).
+    pretrain_steps: int = 300
+    pretrain_seq_len: int = 128
+    pretrain_batch_size: int = 16
+    pretrain_lr: float = 3e-3
 
 
 @dataclass
@@ -90,6 +96,7 @@ class RolloutConfig:
     max_new_tokens: int = 48  # per policy turn
     max_total_tokens: int = 1536  # per episode, prompt included
     temperature: float = 1.0
+    max_batch_size: int = 64  # sequences per generate call
     num_cpus_per_worker: float = 0.5
     num_gpus_per_worker: float = 0.0
     torch_threads: int = 1
@@ -162,7 +169,9 @@ class OrchestraConfig:
 
 
 def _explain(exc: OmegaConfBaseException, source: str) -> str:
-    key = getattr(exc, "full_key", None) or ""
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or ""
+    if not key and source.startswith("override '"):
+        key = source[len("override '") :].split("=")[0]
     msg = str(exc).splitlines()[0]
     if isinstance(exc, ConfigKeyError):
         return f"unknown config key '{key}' in {source}"
@@ -190,6 +199,13 @@ def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as exc:
             raise ConfigError(_explain(exc, f"override '{item}'")) from None
+        except TypeError:
+            # from_dotlist reads `a.0.b` as a dict key; set list elements in place instead.
+            key, _, value = item.partition("=")
+            try:
+                OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
+            except OmegaConfBaseException as exc:
+                raise ConfigError(_explain(exc, f"override '{item}'")) from None
     try:
         OmegaConf.resolve(cfg)
         missing = sorted(OmegaConf.missing_keys(cfg))

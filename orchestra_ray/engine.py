@@ -30,14 +30,22 @@ class Engine(Protocol):
 
 
 class HFEngine:
-    def __init__(self, model, pad_token_id: int, seed: int = 0):
+    def __init__(self, model, pad_token_id: int, max_batch_size: int = 64):
         self.model = model.eval()
         self.pad_token_id = pad_token_id
         self.device = next(model.parameters()).device
-        self.generator_seed = seed
+        self.max_batch_size = max_batch_size
+
+    def generate(self, prompts, *, max_new_tokens, temperature, stop_token_ids) -> List[Generation]:
+        """Sequences are generated in batches of at most `max_batch_size`, which bounds the memory
+        of the prefill's attention."""
+        out: List[Generation] = []
+        for i in range(0, len(prompts), self.max_batch_size):
+            out.extend(self._generate(prompts[i : i + self.max_batch_size], max_new_tokens, temperature, stop_token_ids))
+        return out
 
     @torch.no_grad()
-    def generate(self, prompts, *, max_new_tokens, temperature, stop_token_ids) -> List[Generation]:
+    def _generate(self, prompts, max_new_tokens, temperature, stop_token_ids) -> List[Generation]:
         if not prompts:
             return []
         width = max(len(p) for p in prompts)

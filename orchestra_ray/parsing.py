@@ -43,7 +43,8 @@ class ParseResult:
 
 
 def _fail(kind: str, message: str) -> ParseResult:
-    return ParseResult([], FormatError(kind, message))
+    # Messages quote the policy's text back to it; lone surrogates ("\ud800" in JSON) are not text.
+    return ParseResult([], FormatError(kind, message.encode("utf-8", "replace").decode("utf-8")))
 
 
 def parse_tool_calls(

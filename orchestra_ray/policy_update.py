@@ -94,7 +94,7 @@ def grpo_update(
                 )
                 out.loss.backward()
                 share = float(mask.sum()) / tokens
-                mb_stats["loss"] += float(out.loss)
+                mb_stats["loss"] += float(out.loss.detach())
                 for k in ("kl", "clip_fraction", "ratio_mean"):
                     mb_stats[k] += out.stats[k] * share
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -126,7 +126,7 @@ def sft_update(model, optimizer, samples: Sequence[dict], *, epochs: int, batch_
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
             optimizer.step()
-            total, count = total + float(loss), count + 1
+            total, count = total + float(loss.detach()), count + 1
         losses.append(total / max(1, count))
     model.eval()
     return losses

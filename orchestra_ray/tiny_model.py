@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict
-from typing import Iterable, List, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 import torch
 
@@ -27,8 +27,10 @@ SPECIAL_TOKENS = [
 ]
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def train_tokenizer(corpus: Iterable[str], vocab_size: int, added_tokens: Sequence[str] = ()):
+    """Byte-level BPE; `added_tokens` (the expert slot names) become whole tokens, so that choosing
+    an expert is one decision of the tiny policy rather than a spelling exercise."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -41,6 +43,8 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int):
         show_progress=False,
     )
     tok.train_from_iterator(list(corpus), trainer=trainer)
+    if added_tokens:
+        tok.add_tokens([AddedToken(t, single_word=False, normalized=False) for t in added_tokens])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -49,11 +53,37 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int):
     )
 
 
-def build_tiny_policy(cfg, corpus: List[str], out_dir: str) -> str:
-    """Train the tokenizer, initialise the model from `cfg.seed`, save both to `out_dir`."""
+def pretrain(model, tokenizer, documents: List[str], cfg) -> List[float]:
+    """Next-token prediction on packed windows of the documents; returns the loss every 50 steps."""
+    ids: List[int] = []
+    for d in documents:
+        ids.extend(tokenizer.encode(d, add_special_tokens=False))
+        ids.append(tokenizer.pad_token_id)  # <|endoftext|> between documents
+    n = cfg.pretrain_seq_len
+    windows = torch.tensor(ids[: len(ids) // n * n], dtype=torch.long).view(-1, n)
+    g = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr)
+    model.train()
+    losses = []
+    for step in range(cfg.pretrain_steps):
+        batch = windows[torch.randint(len(windows), (cfg.pretrain_batch_size,), generator=g)]
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0 or step == cfg.pretrain_steps - 1:
+            losses.append(float(loss.detach()))
+    model.eval()
+    return losses
+
+
+def build_tiny_policy(cfg, corpus: List[str], out_dir: str, documents: List[str] = (), added_tokens: Sequence[str] = ()) -> str:
+    """Train the tokenizer, initialise the model from `cfg.seed`, pre-train it on `documents`,
+    save both to `out_dir`."""
     from transformers import AutoModelForCausalLM, Qwen3Config
 
-    tokenizer = train_tokenizer(corpus, cfg.vocab_size)
+    tokenizer = train_tokenizer(corpus, cfg.vocab_size, added_tokens)
     config = Qwen3Config(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,
@@ -70,6 +100,8 @@ def build_tiny_policy(cfg, corpus: List[str], out_dir: str) -> str:
     )
     torch.manual_seed(cfg.seed)
     model = AutoModelForCausalLM.from_config(config)
+    if documents and cfg.pretrain_steps > 0:
+        pretrain(model, tokenizer, list(documents), cfg)
     tmp = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(out_dir)) or ".")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -79,15 +111,15 @@ def build_tiny_policy(cfg, corpus: List[str], out_dir: str) -> str:
     return out_dir
 
 
-def tiny_policy_path(cfg, corpus: List[str], cache_dir: str) -> str:
-    """Build once per (config, corpus); later runs reuse the same files."""
+def tiny_policy_path(cfg, corpus: List[str], cache_dir: str, documents: List[str] = (), added_tokens: Sequence[str] = ()) -> str:
+    """Build once per (config, corpus, documents, added tokens); later runs reuse the same files."""
     h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
-    for text in corpus:
+    for text in [*corpus, "\0", *documents, "\0", *added_tokens]:
         h.update(text.encode())
     path = os.path.join(cache_dir, f"tiny-qwen3-{h.hexdigest()[:12]}")
     if not os.path.isfile(os.path.join(path, "config.json")):
         os.makedirs(cache_dir, exist_ok=True)
-        build_tiny_policy(cfg, corpus, path)
+        build_tiny_policy(cfg, corpus, path, documents, added_tokens)
     return path
 
 

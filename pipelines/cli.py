@@ -57,10 +57,15 @@ def cmd_train(args) -> int:
     run_dir = args.resume or new_run_dir(cfg, config_name)
     progress = Progress()
     progress.note(f"run directory: {os.path.abspath(run_dir)}")
+    import ray
+
     with PeakMemory() as mem:
         progress.note(connect(cfg, args.address))
-        check_placement(cfg)
-        summary = train(cfg, zoo, run_dir, progress, resume=bool(args.resume))
+        try:
+            check_placement(cfg)
+            summary = train(cfg, zoo, run_dir, progress, resume=bool(args.resume))
+        finally:
+            ray.shutdown()
         summary["peak_memory_gb"] = mem.peak_gb
     print(format_summary(summary, mem.peak_gb), flush=True)
     return 0

@@ -1,4 +1,7 @@
-"""Peak resident memory of the driver and the local Ray processes it started, sampled in the background."""
+"""Peak memory of the driver and the local Ray processes it started, sampled in the background.
+
+Proportional set size (PSS) is summed, so pages shared between processes (the object store,
+shared libraries) count once, as they do on the machine."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ class PeakMemory:
         total = 0
         for p in [me, *me.children(recursive=True)]:
             try:
-                total += p.memory_info().rss
+                total += p.memory_full_info().pss
             except psutil.Error:
                 pass
         self.peak_bytes = max(self.peak_bytes, total)

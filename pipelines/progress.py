@@ -17,6 +17,8 @@ class Progress:
         (self.bar.write if self.bar else lambda t: print(t, file=self.stream, flush=True))(text)
 
     def start(self, total: int, done: int) -> None:
+        if not getattr(self.stream, "isatty", lambda: False)():
+            return  # logs and pipes get the per-step lines only
         self.bar = tqdm(total=total, initial=done, desc="GRPO", unit="step", file=self.stream, dynamic_ncols=True,
                         bar_format="{desc} {n_fmt}/{total_fmt} |{bar:20}| {elapsed}<{remaining} {postfix}")
 

@@ -43,7 +43,7 @@ from orchestra_ray.task import Task, TaskSampler, demo_tasks, eval_tasks
 from orchestra_ray.tiny_model import tiny_policy_path
 from orchestra_ray.trajectory import trajectory_rows
 from pipelines.progress import Progress
-from pipelines.zoo import Zoo, tokenizer_corpus
+from pipelines.zoo import Zoo, pretraining_documents, tokenizer_corpus
 
 
 def _split(items: List, parts: int) -> List[List]:
@@ -64,7 +64,8 @@ class Trainer:
         p = self.cfg.policy
         if p.model != "tiny":
             return p.model
-        return tiny_policy_path(p.tiny, tokenizer_corpus(self.zoo, self.cfg), p.cache_dir)
+        return tiny_policy_path(p.tiny, tokenizer_corpus(self.zoo, self.cfg), p.cache_dir,
+                                pretraining_documents(self.zoo, self.cfg), self.zoo.slots)
 
     def start_actors(self, policy_path: str) -> None:
         cfg = self.cfg
@@ -80,7 +81,7 @@ class Trainer:
         r = cfg.rollout
         limits = EpisodeLimits(r.max_turns, r.max_new_tokens, r.max_total_tokens, cfg.zoo.max_response_chars)
         spec = RolloutSpec(policy_path, self.zoo.system_prompt, tuple(self.zoo.slots), limits, cfg.policy.dtype,
-                           cfg.policy.device, r.torch_threads)
+                           cfg.policy.device, r.torch_threads, r.max_batch_size)
         self.workers = [
             RolloutWorker.options(num_cpus=r.num_cpus_per_worker, num_gpus=r.num_gpus_per_worker).remote(spec, self.experts, self.store, i)
             for i in range(r.num_workers)

@@ -3,11 +3,21 @@ warm-start demonstrations and the evaluation anchors), the system prompt, the to
 
 from __future__ import annotations
 
+import random
 import statistics
 from dataclasses import dataclass
 from typing import Dict, List
 
-from orchestra_ray.chat import SlotCard, system_prompt, tool_call_text, user_message
+from orchestra_ray.chat import (
+    IM_END,
+    IM_START,
+    TOOL_RESPONSE_CLOSE,
+    TOOL_RESPONSE_OPEN,
+    SlotCard,
+    system_prompt,
+    tool_call_text,
+    user_message,
+)
 from orchestra_ray.config import OrchestraConfig
 from orchestra_ray.experts import ReplayExpert
 from orchestra_ray.frames import Question, load_questions, load_responses, split_questions
@@ -62,3 +72,31 @@ def tokenizer_corpus(zoo: Zoo, cfg: OrchestraConfig) -> List[str]:
                 corpus.append(rec.text[: cfg.zoo.max_response_chars])
     corpus.extend(q.problem for q in zoo.train)
     return corpus
+
+
+def pretraining_documents(zoo: Zoo, cfg: OrchestraConfig) -> List[str]:
+    """The tiny base model's pre-training text: train questions, the zoo's answers to them, the
+    preference texts and the tool-call syntax with every expert equally often (no routing in it)."""
+    docs: List[str] = []
+    for q in zoo.train:
+        docs.append(q.problem)
+        for s in zoo.slots:
+            rec = zoo.experts[s].records.get(q.question_id)
+            if rec is not None:
+                docs.append(f"{s}: {rec.text[: cfg.zoo.max_response_chars]}")
+    for p in profile_names(zoo.slots):
+        docs.append(user_message("", profile_vector(p, zoo.slots)))
+    # Consult-then-relay exchanges, every expert equally often: the syntax, and that one relays the
+    # expert one consulted. Which expert to pick is left to the warm start and RL.
+    rng = random.Random(cfg.policy.tiny.seed)
+    for q in zoo.train:
+        s = rng.choice(zoo.slots)
+        rec = zoo.experts[s].records.get(q.question_id)
+        text = rec.text[: cfg.zoo.max_response_chars] if rec is not None else ""
+        docs.append(
+            tool_call_text("call_expert", {"expert": s})
+            + f"\n{IM_START}user\n{TOOL_RESPONSE_OPEN}\n{s}: {text}\n{TOOL_RESPONSE_CLOSE}{IM_END}\n{IM_START}assistant\n"
+            + tool_call_text("answer", {"expert": s})
+        )
+    random.Random(cfg.policy.tiny.seed).shuffle(docs)
+    return docs

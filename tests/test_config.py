@@ -1,0 +1,242 @@
+"""Run configuration: loading, one-line errors that name the key or file, and the CLI's exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from orchestra_ray.config import ConfigError, OrchestraConfig, load_config
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(REPO_ROOT, "pipelines", "configs", "quickstart.yaml")
+FRAMES = os.environ.get("ORCHESTRA_RAY_FRAMES") or os.path.normpath(
+    os.path.join(REPO_ROOT, "..", "shared", "data", "frames_replay")
+)
+DATA = f"data.path={FRAMES}"
+
+
+def load(*overrides: str, path: str = QUICKSTART) -> OrchestraConfig:
+    return load_config(path, [DATA, *overrides])
+
+
+def config_error(*overrides: str, path: str = QUICKSTART) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(*overrides, path=path)
+    msg = str(info.value)
+    assert "\n" not in msg, msg  # one line
+    return msg
+
+
+def test_quickstart_loads():
+    cfg = load()
+    assert isinstance(cfg, OrchestraConfig)
+    assert cfg.data.path == FRAMES
+    assert cfg.rollout.group_size == 8
+    assert cfg.zoo.strongest == "claude-sonnet-4"
+    assert [e.name for e in cfg.zoo.experts] == ["claude-sonnet-4", "gpt-5-mini", "grok-3-mini", "qwen3-8b"]
+    assert cfg.zoo.experts[3].arm == "Qwen3-8B_no_think"
+    assert cfg.preferences.eval_profiles == ["balanced", "accuracy-first", "cost-first", "latency-first"]
+    # schema defaults fill what the YAML leaves out
+    assert cfg.reward.std_normalize is True
+    assert cfg.trainer.max_grad_norm == 1.0
+
+
+def test_overrides_apply_and_are_typed():
+    cfg = load("trainer.lr=0.01", "rollout.group_size=4", "reward.std_normalize=false",
+               "preferences.train_profiles=[cost-first,avoid:qwen3-8b]", "trainer.steps=3")
+    assert cfg.trainer.lr == 0.01 and isinstance(cfg.trainer.lr, float)
+    assert cfg.rollout.group_size == 4 and isinstance(cfg.rollout.group_size, int)
+    assert cfg.reward.std_normalize is False
+    assert cfg.preferences.train_profiles == ["cost-first", "avoid:qwen3-8b"]
+    assert cfg.trainer.steps == 3
+
+
+def test_later_override_wins():
+    assert load("trainer.lr=0.1", "trainer.lr=0.2").trainer.lr == 0.2
+
+
+def test_unknown_key_in_override_names_the_key():
+    msg = config_error("trainer.lrr=1")
+    assert "trainer.lrr" in msg and "unknown" in msg
+
+
+def test_unknown_top_level_key_in_override():
+    assert "trainerz" in config_error("trainerz.lr=1")
+
+
+def test_unknown_key_in_yaml_names_key_and_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("trainer:\n  lr: 1.0e-3\n  lrr: 1\n")
+    msg = config_error(path=str(p))
+    assert "trainer.lrr" in msg and str(p) in msg
+
+
+def test_unknown_key_in_yaml_expert_entry(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("zoo:\n  strongest: a\n  experts:\n    - name: a\n      arm: x\n      colour: red\n")
+    msg = config_error(path=str(p))
+    assert "colour" in msg and str(p) in msg
+
+
+def test_wrong_type_in_override_names_the_key():
+    msg = config_error("trainer.lr=abc")
+    assert "trainer.lr" in msg and "abc" in msg
+
+
+@pytest.mark.parametrize("item, key", [("trainer.steps=2.5", "trainer.steps"), ("rollout.group_size=true", "rollout.group_size")])
+def test_wrong_type_other_keys(item, key):
+    assert key in config_error(item)
+
+
+def test_wrong_type_in_yaml_names_key_and_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("trainer:\n  lr: fast\n")
+    msg = config_error(path=str(p))
+    assert "trainer.lr" in msg and str(p) in msg
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path):
+    p = tmp_path / "broken.yaml"
+    p.write_text("trainer: [1, 2\n")
+    assert str(p) in config_error(path=str(p))
+
+
+def test_missing_file_names_the_path(tmp_path):
+    missing = str(tmp_path / "nope" / "absent.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_config(missing, [DATA])
+    assert missing in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_override_without_equals_sign():
+    assert "trainer.lr" in config_error("trainer.lr")
+
+
+def test_missing_required_value_names_the_key(tmp_path):
+    p = tmp_path / "noarm.yaml"
+    p.write_text("zoo:\n  strongest: a\n  experts:\n    - name: a\n")
+    assert "arm" in config_error(path=str(p))
+
+
+@pytest.mark.parametrize(
+    "item, key",
+    [
+        ("rollout.group_size=1", "rollout.group_size"),
+        ("trainer.lr=-1", "trainer.lr"),
+        ("trainer.lr=0", "trainer.lr"),
+        ("preferences.train_profiles=[nonsense]", "preferences.train_profiles"),
+        ("preferences.eval_profiles=[prefer:nobody]", "preferences.eval_profiles"),
+        ("preferences.train_profiles=[]", "preferences.train_profiles"),
+        ("data.heldout_fraction=1.5", "data.heldout_fraction"),
+        ("trainer.clip_low=1.0", "trainer.clip_low"),
+        ("trainer.kl_coef=-0.1", "trainer.kl_coef"),
+        ("rollout.temperature=-1", "rollout.temperature"),
+        ("trainer.mini_batches=3", "trainer.mini_batches"),  # 16 * 8 = 128 is not divisible by 3
+        ("zoo.strongest=nobody", "zoo.strongest"),
+    ],
+)
+def test_invalid_values_name_the_key(item, key):
+    msg = config_error(item)
+    assert key in msg, msg
+
+
+def test_invalid_profile_message_names_the_profile():
+    assert "nonsense" in config_error("preferences.train_profiles=[balanced,nonsense]")
+
+
+def test_repeated_slot_names(tmp_path):
+    p = tmp_path / "dup.yaml"
+    p.write_text("zoo:\n  strongest: a\n  experts:\n    - {name: a, arm: x}\n    - {name: a, arm: y}\n")
+    assert "zoo.experts" in config_error(path=str(p))
+
+
+def test_no_config_file_uses_schema_defaults_and_fails_on_missing_zoo():
+    # The schema alone has no experts: the validation names the key.
+    with pytest.raises(ConfigError, match="zoo"):
+        load_config(None, [DATA])
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+def _cli(argv, capsys):
+    from pipelines.cli import main
+
+    had_ray = "ray" in sys.modules
+    code = main(argv)
+    out, err = capsys.readouterr()
+    if not had_ray:  # the error comes before anything touches the cluster code
+        assert "ray" not in sys.modules
+    return code, out, err
+
+
+def _assert_one_line_error(err: str):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("orchestra-ray: error: "), err
+    assert "Traceback" not in err
+
+
+def test_cli_unknown_key_exit_code_2(capsys):
+    code, out, err = _cli(["train", DATA, "trainer.lrr=1"], capsys)
+    assert code == 2
+    _assert_one_line_error(err)
+    assert "trainer.lrr" in err
+
+
+def test_cli_unknown_key_without_data_override(capsys):
+    code, _, err = _cli(["train", "trainer.lrr=1"], capsys)
+    assert code == 2
+    _assert_one_line_error(err)
+    assert "trainer.lrr" in err
+
+
+def test_cli_missing_data_path_names_the_file(capsys):
+    code, _, err = _cli(["train", "data.path=/nonexistent"], capsys)
+    assert code == 2
+    _assert_one_line_error(err)
+    assert "/nonexistent" in err
+    assert "questions.parquet" in err
+
+
+def test_cli_missing_config_file(capsys, tmp_path):
+    missing = str(tmp_path / "absent.yaml")
+    code, _, err = _cli(["train", missing, DATA], capsys)
+    assert code == 2
+    _assert_one_line_error(err)
+    assert missing in err
+
+
+def test_cli_invalid_value(capsys):
+    code, _, err = _cli(["train", DATA, "rollout.group_size=1"], capsys)
+    assert code == 2
+    _assert_one_line_error(err)
+    assert "rollout.group_size" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# overrides into list elements and whole sections
+
+
+def test_list_element_override_works_or_raises_config_error():
+    try:
+        cfg = load("zoo.experts.0.arm=gpt-5-mini_high_effort")
+    except ConfigError as exc:
+        assert "zoo.experts" in str(exc)
+    else:
+        assert cfg.zoo.experts[0].arm == "gpt-5-mini_high_effort"
+
+
+def test_cli_list_element_override_is_a_clean_error(capsys):
+    code, _, err = _cli(["train", "data.path=/nonexistent", "zoo.experts.0.colour=red"], capsys)
+    assert code == 2
+    _assert_one_line_error(err)
+
+
+def test_scalar_for_a_section_names_the_section():
+    msg = config_error("trainer=3")
+    assert "config key ''" not in msg
