@@ -54,20 +54,21 @@ def cmd_train(args) -> int:
     from pipelines.progress import Progress, format_summary
     from pipelines.train import new_run_dir, train
 
-    run_dir = args.resume or new_run_dir(cfg, config_name)
-    progress = Progress()
-    progress.note(f"run directory: {os.path.abspath(run_dir)}")
     import ray
 
+    progress = Progress()
     with PeakMemory() as mem:
         progress.note(connect(cfg, args.address))
         try:
             check_placement(cfg)
+            run_dir = args.resume or new_run_dir(cfg, config_name)
+            progress.note(f"run directory: {os.path.abspath(run_dir)}")
             summary = train(cfg, zoo, run_dir, progress, resume=bool(args.resume))
         finally:
             ray.shutdown()
         summary["peak_memory_gb"] = mem.peak_gb
-    print(format_summary(summary, mem.peak_gb), flush=True)
+    scope = "driver only" if (args.address or cfg.cluster.address or os.environ.get("RAY_ADDRESS")) else "driver + local Ray"
+    print(format_summary(summary, mem.peak_gb, scope), flush=True)
     return 0
 
 

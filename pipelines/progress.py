@@ -44,9 +44,10 @@ class Progress:
                       f"latency {p['latency']:.1f}s  n={p['n']}")
 
 
-def format_summary(s: Dict, peak_gb: Optional[float]) -> str:
+def format_summary(s: Dict, peak_gb: Optional[float], memory_scope: str = "driver + local Ray") -> str:
     lines = ["", "=== summary ==="]
-    lines.append(f"steps: {s.get('steps')}   wall time: {s.get('wall_s', 0):.0f}s" + (f"   peak memory: {peak_gb:.2f} GB" if peak_gb else ""))
+    mem = f"   peak memory ({memory_scope}, PSS): {peak_gb:.2f} GB" if peak_gb else ""
+    lines.append(f"steps: {s.get('steps')}   wall time: {s.get('wall_s', 0):.0f}s{mem}")
     if "eval_warm_start" in s and "eval_final" in s:
         lines.append("held-out evaluation (reward normalised against the zoo's single-expert answers):")
         lines.append(f"  {'profile':<15} {'reward before':>13} {'after':>7} {'acc before':>10} {'after':>6} {'cost before':>12} {'after':>9}")

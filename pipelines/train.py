@@ -71,7 +71,7 @@ class Trainer:
         cfg = self.cfg
         self.store = WeightStore.remote()
         self.experts = {
-            e.name: ReplayExpertActor.options(name=None).remote(os.path.abspath(cfg.data.path), e, cfg.zoo.input_tokens_overhead)
+            e.name: ReplayExpertActor.remote(os.path.abspath(cfg.data.path), e, cfg.zoo.input_tokens_overhead)
             for e in cfg.zoo.experts
         }
         t = cfg.trainer
@@ -173,7 +173,9 @@ class Trainer:
         metrics = {
             "step": self.step,
             "weight_version_used": sorted({g["weight_version"] for g in records}),
-            "weight_version": int(stats.get("version", -1)),
+            # A step whose samples were all filtered out leaves the weights (and version) as they were.
+            "weight_version": int(stats["version"]) if stats else max(g["weight_version"] for g in records),
+            "updated": bool(stats),
             "reward": sum(g["reward"] for g in records) / n,
             "accuracy": sum(g["metrics"][OUTCOME] for g in records) / n,
             "cost": sum(g["metrics"][COST] for g in records) / n,
@@ -285,7 +287,8 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
         if cfg.warm_start.enabled:
             t0 = time.time()
             losses = tr.warm_start(policy_path)
-            progress.note(f"warm start: {cfg.warm_start.examples} God-model demonstrations, loss {losses[0]:.3f} -> {losses[-1]:.3f} ({time.time() - t0:.0f}s)")
+            progress.note(f"warm start: {cfg.warm_start.examples} God-model demonstrations x {len(losses)} epoch(s), "
+                          f"loss per epoch {', '.join(f'{x:.3f}' for x in losses)} ({time.time() - t0:.0f}s)")
             summary["warm_start_loss"] = losses
         ray.get(tr.learner.publish.remote())
         tmp = ckpt.temp_dir_for(warm_dir)
