@@ -267,6 +267,17 @@ def new_run_dir(cfg: OrchestraConfig, config_name: str) -> str:
     return path
 
 
+def compare(before: Dict, after: Dict, cfg: OrchestraConfig) -> Dict:
+    """What GRPO changed on the held-out questions: reward with a paired bootstrap interval, and the
+    cost per question under the cost-first profile."""
+    d, lo, hi = paired_bootstrap(before["per_question_reward"], after["per_question_reward"], cfg.eval.bootstrap_samples, cfg.run.seed)
+    out: Dict = {"eval_warm_start": before["profiles"], "reward_difference": {"mean": d, "ci95": [lo, hi]}}
+    if "cost-first" in before["profiles"] and "cost-first" in after["profiles"]:
+        b, a = before["profiles"]["cost-first"]["cost"], after["profiles"]["cost-first"]["cost"]
+        out["cost_first_cost"] = {"warm_start": b, "final": a, "ratio": a / b if b > 0 else float("nan")}
+    return out
+
+
 def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resume: bool = False) -> Dict:
     """Runs on a connected Ray cluster; `zoo` is loaded (and so checked) before the cluster starts."""
     random.seed(cfg.run.seed)
@@ -283,7 +294,7 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
     summary: Dict = {"run_dir": os.path.abspath(run_dir)}
     if resume and not os.path.isfile(os.path.join(warm_dir, "state.json")):
         raise FileNotFoundError(f"{run_dir} has no complete warm-start checkpoint to resume from; start a new run")
-    if not resume or not os.path.isfile(os.path.join(warm_dir, "state.json")):
+    if not resume:
         if cfg.warm_start.enabled:
             t0 = time.time()
             losses = tr.warm_start(policy_path)
@@ -328,12 +339,7 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
         progress.eval_line("after GRPO", after)
         summary["eval_final"] = after["profiles"]
         if before is not None:
-            summary["eval_warm_start"] = before["profiles"]
-            d, lo, hi = paired_bootstrap(before["per_question_reward"], after["per_question_reward"], cfg.eval.bootstrap_samples, cfg.run.seed)
-            summary["reward_difference"] = {"mean": d, "ci95": [lo, hi]}
-            if "cost-first" in before["profiles"] and "cost-first" in after["profiles"]:
-                b, a = before["profiles"]["cost-first"]["cost"], after["profiles"]["cost-first"]["cost"]
-                summary["cost_first_cost"] = {"warm_start": b, "final": a, "ratio": a / b if b > 0 else float("nan")}
+            summary.update(compare(before, after, cfg))
     summary["wall_s"] = time.time() - t_start
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
