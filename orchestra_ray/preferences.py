@@ -16,7 +16,7 @@ CALLS_PREFIX = "calls:"
 
 
 class PreferenceError(ValueError):
-    pass
+    """An unknown profile name, or a profile naming an expert the zoo does not have."""
 
 
 def calls_metric(slot: str) -> str:

@@ -23,7 +23,7 @@ class PeakMemory:
             try:
                 total += p.memory_full_info().pss
             except psutil.Error:
-                pass
+                continue  # the process ended between listing and reading
         self.peak_bytes = max(self.peak_bytes, total)
         return total
 
