@@ -28,9 +28,6 @@ FRAMES = os.environ.get("ORCHESTRA_RAY_FRAMES") or os.path.normpath(
 )
 ARMS = ["claude-sonnet4_budget4096", "gpt-5-mini_medium_effort", "grok-3-mini_low_effort", "Qwen3-8B_no_think"]
 
-needs_data = pytest.mark.skipif(
-    not os.path.isfile(os.path.join(FRAMES, QUESTIONS_FILE)), reason=f"FRAMES replay data not found at {FRAMES}"
-)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +44,6 @@ def responses():
 # the real data
 
 
-@needs_data
 def test_load_questions_real_data(questions):
     assert len(questions) == 824
     assert all(isinstance(q, Question) for q in questions)
@@ -58,7 +54,6 @@ def test_load_questions_real_data(questions):
     assert sum(bool(q.answer.strip()) for q in questions) > 800
 
 
-@needs_data
 def test_load_responses_real_data(questions, responses):
     assert set(responses) == set(ARMS)
     qids = {q.question_id for q in questions}
@@ -76,7 +71,6 @@ def test_load_responses_real_data(questions, responses):
     assert acc["grok-3-mini_low_effort"] == pytest.approx(0.414, abs=0.002)
 
 
-@needs_data
 def test_load_responses_all_arms_and_unknown_arm():
     everything = load_responses(FRAMES)
     assert len(everything) == 28
@@ -233,7 +227,6 @@ def test_larger_fraction_holds_out_a_superset():
     assert {q.question_id for q in small} <= {q.question_id for q in large}
 
 
-@needs_data
 def test_split_real_questions(questions):
     train, held = split_questions(questions, 0.2)
     frac = len(held) / len(questions)
