@@ -81,6 +81,3 @@ class Learner:
             self.generator.set_state(state["generator"])
             self.version = int(state["version"]) - 1
         return self.publish()
-
-    def weight_checksum(self) -> float:
-        return float(sum(p.double().abs().sum() for p in self.model.parameters()))

@@ -63,6 +63,3 @@ class RolloutWorker:
             ep.weight_version = self.version
         run_episodes(self.engine, self.chat, episodes, self.tools, self.experts, self.spec.limits, temperature)
         return [episode_record(ep, self.spec.slots) for ep in episodes]
-
-    def weight_checksum(self) -> float:
-        return float(sum(p.double().abs().sum() for p in self.engine.model.parameters()))

@@ -13,6 +13,8 @@ from typing import List, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from orchestra_ray.preferences import PreferenceError, profile_vector
+
 
 class ConfigError(ValueError):
     """A configuration problem, with a one-line message naming the key or file."""
@@ -255,8 +257,6 @@ def validate(cfg: OrchestraConfig) -> None:
         _require(e.output_tokens_per_s > 0, f"zoo.experts.{i}.output_tokens_per_s", "must be positive")
     _require(cfg.zoo.strongest in names, "zoo.strongest", f"'{cfg.zoo.strongest}' is not a slot of zoo.experts")
     # Profiles are parsed here so that a typo fails before the cluster starts.
-    from orchestra_ray.preferences import PreferenceError, profile_vector
-
     for key in ("train_profiles", "eval_profiles"):
         profiles = getattr(cfg.preferences, key)
         _require(len(profiles) >= 1, f"preferences.{key}", "needs at least one profile")
