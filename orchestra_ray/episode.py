@@ -110,6 +110,13 @@ def _request(task: Task) -> ExpertRequest:
     return ExpertRequest(task_id=task.question_id, messages=[{"role": "user", "content": task.question}])
 
 
+def _correct(resp: ExpertResponse, task: Task) -> bool:
+    """A replayed answer keeps its recorded grade; a live expert's answer is judged like free text."""
+    if resp.grade is not None:
+        return resp.grade == "A"
+    return judge_free_text(resp.text, task.gold)
+
+
 def _finish(ep: Episode, source: str, answer: str, correct: bool) -> None:
     ep.answer_source, ep.answer, ep.outcome = source, answer, correct
     ep.done, ep.finish_reason = True, "answer"
@@ -157,7 +164,7 @@ def run_episodes(
                 slot = call.arguments["expert"]
                 resp = ep.consulted[slot]
                 ep.calls.append(CallRecord(turn, "answer", json.dumps(call.arguments), slot))
-                _finish(ep, slot, resp.text, resp.grade == "A")
+                _finish(ep, slot, resp.text, _correct(resp, ep.task))
             else:
                 pending.append((ep, call, call.arguments["expert"]))
                 observations[i] = ""
@@ -174,7 +181,7 @@ def run_episodes(
             rec.cost, rec.latency = res.cost, res.latency
             ep.calls.append(rec)
             if call.name == "answer":
-                _finish(ep, slot, res.text, res.grade == "A")
+                _finish(ep, slot, res.text, _correct(res, ep.task))
             else:
                 ep.consulted[slot] = res
                 observations[index[id(ep)]] = f"{slot}: {res.text[: limits.max_response_chars]}"

@@ -114,3 +114,25 @@ def test_turn_limit_ends_an_episode_without_answer(setup):
     eps, client = run(setup, [[call, call]], max_turns=2)
     assert eps[0].finish_reason == "max_turns" and not eps[0].has_answer and eps[0].outcome is False
     assert client.calls == ["cheap", "cheap"]
+
+
+class LiveLikeExpert:
+    """An expert with no recorded grade, as a live endpoint answers."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def respond(self, request):
+        from orchestra_ray.experts import ExpertResponse
+
+        return ExpertResponse("cheap", self.text, 10, 2, 1e-6, 0.1, grade=None)
+
+
+@pytest.mark.parametrize("right", [True, False])
+def test_live_expert_answer_is_judged_against_gold(setup, right):
+    chat, experts, task, _ = setup
+    live = dict(experts, cheap=LiveLikeExpert(task.gold if right else "no idea"))
+    eps = new_episodes(chat, "system", task, "user", 1)
+    run_episodes(ScriptedEngine(chat, [[tool_call_text("answer", {"expert": "cheap"})]]), chat, eps,
+                 expert_tools(list(SLOTS)), LocalExperts(live), EpisodeLimits(max_turns=1, max_new_tokens=64), 1.0)
+    assert eps[0].answer_source == "cheap" and eps[0].outcome is right
