@@ -42,6 +42,7 @@ class GroupResult:
     advantages: List[float]
     keep: List[bool]
     counts: FilterCounts = field(default_factory=FilterCounts)
+    zero_variance: bool = False
 
 
 def advantages_with_filters(
@@ -78,4 +79,4 @@ def advantages_with_filters(
             if filter_no_answer:
                 keep[i] = False
     counts.kept_samples += sum(keep)
-    return GroupResult(adv, keep, counts)
+    return GroupResult(adv, keep, counts, zero_var)

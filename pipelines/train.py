@@ -154,9 +154,8 @@ class Trainer:
                 filter_format_errors=cfg.reward.filter_format_errors,
                 filter_no_answer=cfg.reward.filter_no_answer, counts=counts,
             )
-            zero_var = max(rewards) - min(rewards) <= 1e-12
             for g, rew, adv, keep in zip(group, rewards, res.advantages, res.keep):
-                g.update(reward=rew, advantage=adv, kept=keep, zero_variance=zero_var,
+                g.update(reward=rew, advantage=adv, kept=keep, zero_variance=res.zero_variance,
                          has_format_error=bool(g["format_errors"]), no_answer=not g["answer_source"])
         self.write_trajectories(records)
         kept = [g for g in records if g["kept"]]
