@@ -1,33 +1,113 @@
-"""Expert actors: one Ray actor per zoo slot, and the client the rollout loop calls them through."""
+"""Expert actors: one Ray actor per zoo slot hosting that slot's backend (replay, an OpenAI-compatible
+endpoint, or a model deployed on Ray Serve), and the client the rollout loop calls them through."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple, Union
+import os
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import ray
 
+from orchestra_ray.config import ConfigError, ExpertSlotConfig, OrchestraConfig
 from orchestra_ray.experts import ExpertError, ExpertRequest, ExpertResponse, ReplayExpert
 from orchestra_ray.frames import load_responses
-from orchestra_ray.pricing import PriceTable
+from orchestra_ray.openai_expert import OpenAIExpert
+from orchestra_ray.pricing import ExpertPrice, PriceTable
+
+# Serve's HTTP proxy always runs on the head node; an actor placed there reaches it on loopback.
+HEAD_NODE_RESOURCE = "node:__internal_head__"
+
+
+def make_expert(slot: ExpertSlotConfig, price: ExpertPrice, data_path: str, input_overhead: int, base_url: Optional[str] = None):
+    """The backend object of one slot; `base_url` is where a "serve" slot's deployment answers."""
+    prices = PriceTable({slot.name: price})
+    if slot.backend == "replay":
+        records = load_responses(data_path, [slot.arm])[slot.arm]
+        return ReplayExpert(slot.name, records, prices, input_overhead)
+    if slot.backend == "serve":
+        if base_url is None:
+            raise ValueError(f"expert '{slot.name}' is a 'serve' slot and needs the URL of its deployment")
+        # The deployment serves the model under the slot's name (see actors/serve_expert.py).
+        return OpenAIExpert(slot.name, slot.name, base_url, prices, timeout_s=slot.timeout_s,
+                            max_retries=slot.max_retries, max_output_tokens=slot.max_output_tokens)
+    return OpenAIExpert(slot.name, slot.model, base_url or slot.base_url, prices, api_key_env=slot.api_key_env,
+                        timeout_s=slot.timeout_s, max_retries=slot.max_retries, max_output_tokens=slot.max_output_tokens)
 
 
 @ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)
-class ReplayExpertActor:
-    """Serves one slot from the recorded answers of its arm."""
+class ExpertActor:
+    """Serves one slot through its backend. A backend that cannot start (an unset key variable, a
+    missing arm) leaves the actor alive with the reason, for `start_experts` to report in one line."""
 
-    def __init__(self, data_path: str, slot, input_overhead: int):
-        records = load_responses(data_path, [slot.arm])[slot.arm]
-        self.expert = ReplayExpert(slot.name, records, PriceTable.from_slots([slot]), input_overhead)
+    def __init__(self, slot: ExpertSlotConfig, price: ExpertPrice, data_path: str, input_overhead: int, base_url: Optional[str] = None):
+        self.slot, self.expert, self.error = slot.name, None, None
+        try:
+            self.expert = make_expert(slot, price, data_path, input_overhead, base_url)
+        except ConfigError as exc:
+            self.error = ("config", str(exc))
+        except Exception as exc:
+            self.error = ("start", f"expert '{slot.name}' could not start: {type(exc).__name__}: {exc}")
 
     def respond(self, request: ExpertRequest) -> Union[ExpertResponse, ExpertError]:
         # An expert's failure is returned, not raised: it is data for the episode, not a crash.
+        if self.expert is None:
+            return ExpertError(self.error[1])
         try:
             return self.expert.respond(request)
         except ExpertError as exc:
             return exc
 
+    def startup_error(self) -> Optional[Tuple[str, str]]:
+        """(kind, one-line reason) when the backend did not start; None when it did."""
+        return self.error
+
     def ready(self) -> bool:
-        return True
+        return self.expert is not None
+
+    def describe(self) -> str:
+        """The backend as it would appear in a log line."""
+        return repr(self.expert)
+
+
+def _check_fits(slot: ExpertSlotConfig, key: str) -> None:
+    """A replica the cluster can never place would leave Serve waiting for it forever."""
+    total = ray.cluster_resources()
+    for res, want in (("CPU", slot.serve.num_cpus), ("GPU", slot.serve.num_gpus)):
+        have = total.get(res, 0.0)
+        if want > have:
+            raise ConfigError(
+                f"invalid value for config key '{key}.serve.num_{res.lower()}s': a replica asks for {want:g} {res}, "
+                f"the cluster has {have:g}"
+            )
+
+
+def start_experts(cfg: OrchestraConfig, data_path: str) -> Dict[str, "ray.actor.ActorHandle"]:
+    """One ExpertActor per slot; each "serve" slot's model is deployed on Ray Serve first. Returns
+    when every backend has started; ConfigError names the first slot whose backend could not."""
+    prices = PriceTable.from_slots(cfg.zoo.experts)
+    data_path = os.path.abspath(data_path)
+    handles = {}
+    for i, slot in enumerate(cfg.zoo.experts):
+        options, base_url = {}, None
+        if slot.backend == "serve":
+            from actors.serve_expert import deploy_chat_model
+
+            _check_fits(slot, f"zoo.experts.{i}")
+            try:
+                base_url = deploy_chat_model(slot.name, slot.model, slot.serve)
+            except ExpertError as exc:
+                raise ConfigError(f"invalid value for config key 'zoo.experts.{i}.model': {exc}") from None
+            options = {"resources": {HEAD_NODE_RESOURCE: 0.001}}
+        handles[slot.name] = ExpertActor.options(**options).remote(
+            slot, prices.prices[slot.name], data_path, cfg.zoo.input_tokens_overhead, base_url
+        )
+    errors = [e for e in ray.get([h.startup_error.remote() for h in handles.values()]) if e is not None]
+    if errors:
+        for h in handles.values():
+            ray.kill(h)
+        kind, message = errors[0]
+        raise (ConfigError if kind == "config" else ExpertError)(message)
+    return handles
 
 
 class RayExpertClient:

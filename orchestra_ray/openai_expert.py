@@ -1,6 +1,7 @@
-"""An expert behind any OpenAI-compatible chat endpoint (a vLLM server, a hosted API), called with
-the official `openai` client: a timeout per call, retries with exponential backoff on 429 and 5xx
-(the client's own), token usage taken from the response, cost from the price table."""
+"""An expert behind any OpenAI-compatible chat endpoint (a vLLM server, a hosted API, a model on
+Ray Serve), called with the official `openai` client: a timeout per call, retries with exponential
+backoff on 429 and 5xx (the client's own), token usage taken from the response, cost from the price
+table. The API key is read from an environment variable and kept out of every message and repr."""
 
 from __future__ import annotations
 
@@ -8,8 +9,25 @@ import os
 import time
 from typing import Optional
 
+from orchestra_ray.config import ConfigError
 from orchestra_ray.experts import ExpertError, ExpertRequest, ExpertResponse
 from orchestra_ray.pricing import PriceTable
+
+REDACTED = "[redacted]"
+
+
+def api_key_from_env(api_key_env: Optional[str], slot: str) -> str:
+    """The key held by the variable `api_key_env` ("" when the endpoint needs none); ConfigError,
+    naming the variable and never a value, when it is unset or empty."""
+    if not api_key_env:
+        return ""
+    key = os.environ.get(api_key_env, "")
+    if not key:
+        raise ConfigError(
+            f"expert '{slot}': environment variable {api_key_env} (named by api_key_env) is not set or empty "
+            f"where the expert runs; export it there"
+        )
+    return key
 
 
 class OpenAIExpert:
@@ -28,32 +46,46 @@ class OpenAIExpert:
         import openai
 
         # Keys come from the environment (a Kubernetes Secret, a shell export), never from config.
-        key = os.environ.get(api_key_env, "") if api_key_env else ""
-        self.slot, self.model, self.prices = slot, model, prices
+        self._key = api_key_from_env(api_key_env, slot)
+        self.slot, self.model, self.base_url, self.api_key_env = slot, model, base_url, api_key_env
+        self.prices = prices
         self.max_output_tokens = max_output_tokens
-        self.client = openai.OpenAI(base_url=base_url, api_key=key or "none", timeout=timeout_s, max_retries=max_retries)
+        self.client = openai.OpenAI(base_url=base_url, api_key=self._key or "none", timeout=timeout_s, max_retries=max_retries)
         self._openai = openai
+
+    def __repr__(self) -> str:
+        return f"OpenAIExpert(slot={self.slot!r}, model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
+
+    def _redact(self, text: str) -> str:
+        # Some endpoints echo the key they were sent in their error body.
+        return text.replace(self._key, REDACTED) if self._key else text
 
     def respond(self, request: ExpertRequest) -> ExpertResponse:
         limit = request.max_output_tokens or self.max_output_tokens
+        who = f"expert '{self.slot}' ({self.model})"
         t0 = time.monotonic()
+        failure = None
         try:
             out = self.client.chat.completions.create(
                 model=self.model, messages=list(request.messages), **({"max_tokens": limit} if limit else {})
             )
         except self._openai.APIStatusError as exc:
-            raise ExpertError(f"expert '{self.slot}' ({self.model}) answered HTTP {exc.status_code}: {str(exc)[:200]}") from None
+            failure = f"{who} answered HTTP {exc.status_code}: {self._redact(str(exc))[:300]}"
         except self._openai.APITimeoutError:
-            raise ExpertError(f"expert '{self.slot}' ({self.model}) timed out") from None
+            failure = f"{who} timed out"
         except self._openai.APIConnectionError as exc:
-            raise ExpertError(f"expert '{self.slot}' ({self.model}) unreachable: {str(exc)[:200]}") from None
+            failure = f"{who} unreachable: {self._redact(str(exc))[:300]}"
+        if failure is not None:
+            # Raised outside the handler, so the client's exception (its request carries the key in
+            # a header) is not kept as this error's context.
+            raise ExpertError(failure)
         latency = time.monotonic() - t0
         if not out.choices:
-            raise ExpertError(f"expert '{self.slot}' ({self.model}) returned no choices")
+            raise ExpertError(f"{who} returned no choices")
         text = out.choices[0].message.content or ""
         usage = out.usage
         if usage is None:
-            raise ExpertError(f"expert '{self.slot}' ({self.model}) returned no token usage; cost cannot be billed")
+            raise ExpertError(f"{who} returned no token usage; cost cannot be billed")
         in_tok, out_tok = int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0)
         return ExpertResponse(
             slot=self.slot,
