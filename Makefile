@@ -5,15 +5,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-slow clean
+.PHONY: setup bubblewrap run test test-slow clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | bubblewrap
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU build of PyTorch first: an unpinned torch would pull several GB of CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
+
+# The code interpreter's sandbox: installed when missing and we are root, else we say how and go on.
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y bubblewrap || { apt-get update && apt-get install -y bubblewrap; } \
+	      || echo "could not install bubblewrap; run: apt-get install bubblewrap"; \
+	  else \
+	    echo "bubblewrap (bwrap) is missing; the code interpreter's sandbox needs it: sudo apt-get install bubblewrap"; \
+	  fi; }
 
 setup: $(STAMP)
 
