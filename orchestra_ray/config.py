@@ -7,13 +7,16 @@ before any actor starts, and `validate` adds the checks a type cannot express.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from orchestra_ray.preferences import PreferenceError, profile_vector
+from orchestra_ray.sandbox import CodePoolConfig, SandboxConfig, validate_sandbox_config
+from orchestra_ray.search import SearchConfig, validate_search_config
 
 
 class ConfigError(ValueError):
@@ -42,15 +45,45 @@ class DataConfig:
     max_heldout_questions: Optional[int] = None
 
 
+EXPERT_BACKENDS = ("replay", "openai", "serve")
+
+
+@dataclass
+class ServeConfig:
+    """A Ray Serve deployment of a local Hugging Face model (backend "serve")."""
+
+    num_cpus: float = 1.0  # per replica
+    num_gpus: float = 0.0  # per replica
+    min_replicas: int = 1
+    max_replicas: int = 1
+    target_ongoing_requests: float = 2.0  # autoscaling adds a replica above this load per replica
+    max_new_tokens: int = 256  # server-side cap on one answer
+    route_prefix: Optional[str] = None  # default: /experts/<slot name>
+
+
 @dataclass
 class ExpertSlotConfig:
     name: str = "???"  # slot name the policy uses
-    arm: str = "???"  # recorded arm that answers for this slot
+    backend: str = "replay"  # replay | openai | serve
+    arm: Optional[str] = None  # recorded arm that answers for this slot (required for replay)
     description: str = ""
-    input_price: float = 0.0  # USD per 1M input tokens
-    output_price: float = 0.0  # USD per 1M output tokens
+    # Prices: USD per 1M tokens from genai-prices for `price_model` (default: `model`, else `name`),
+    # or set here (self-hosted models, negotiated rates); a value set here wins.
+    price_model: Optional[str] = None
+    price_provider: Optional[str] = None  # e.g. openai, anthropic, x-ai; default: guessed from the model
+    input_price: Optional[float] = None
+    output_price: Optional[float] = None
+    # Replay latency is modelled from these; live backends report measured wall time.
     output_tokens_per_s: float = 100.0
     time_to_first_token_s: float = 0.5
+    # Live backends ("openai": any OpenAI-compatible endpoint; "serve": a local model on Ray Serve).
+    model: Optional[str] = None  # served model name (openai) or HF id / path (serve)
+    base_url: Optional[str] = None  # openai only, e.g. https://api.openai.com/v1
+    api_key_env: Optional[str] = None  # name of the env var holding the key; never the key itself
+    timeout_s: float = 60.0
+    max_retries: int = 3
+    max_output_tokens: Optional[int] = None
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 @dataclass
@@ -155,6 +188,47 @@ class EvalConfig:
     bootstrap_samples: int = 2000
 
 
+FAMILIES = ("frames", "domain", "arithmetic")
+DOMAIN_NAMES = ["airline", "retail", "bank", "weather"]
+
+
+@dataclass
+class DomainFamilyConfig:
+    """ToolScale-style function-calling domains, generated offline on SQLite."""
+
+    seed: int = 0
+    tasks_per_domain: int = 120
+    names: List[str] = field(default_factory=lambda: list(DOMAIN_NAMES))
+
+
+@dataclass
+class ArithmeticFamilyConfig:
+    """Arithmetic and data problems, where the code interpreter is the cheapest correct tool."""
+
+    problems: int = 600
+    seed: int = 0
+
+
+@dataclass
+class FamiliesConfig:
+    # Share of each step's tasks (and of the warm-start demonstrations) per family.
+    weights: Dict[str, float] = field(default_factory=lambda: {"frames": 1.0})
+    max_heldout: int = 0  # held-out problems per non-FRAMES family (0: all)
+    domain: DomainFamilyConfig = field(default_factory=DomainFamilyConfig)
+    arithmetic: ArithmeticFamilyConfig = field(default_factory=ArithmeticFamilyConfig)
+
+
+@dataclass
+class ToolsConfig:
+    """The basic tools: a sandboxed code interpreter (a pool of tool workers), search over a local
+    corpus, and the domain functions of the domain family."""
+
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    code_pool: CodePoolConfig = field(default_factory=CodePoolConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    domain_call_latency_s: float = 0.05  # modelled: a domain function is a local database call
+
+
 @dataclass
 class OrchestraConfig:
     run: RunConfig = field(default_factory=RunConfig)
@@ -168,6 +242,8 @@ class OrchestraConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    families: FamiliesConfig = field(default_factory=FamiliesConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
 
 
 def _explain(exc: OmegaConfBaseException, source: str) -> str:
@@ -182,6 +258,20 @@ def _explain(exc: OmegaConfBaseException, source: str) -> str:
     return f"invalid config in {source} at '{key}': {msg}"
 
 
+def _yaml_layers(path: str, seen: tuple = ()) -> list:
+    """The YAML file and, first, the files it `extends` (a path relative to it), base first."""
+    if path in seen:
+        raise ConfigError(f"config file {path} extends itself (through {' -> '.join(seen)})")
+    layer = OmegaConf.load(path)
+    base = layer.pop("extends", None) if hasattr(layer, "pop") else None
+    if base is None:
+        return [layer]
+    base_path = os.path.join(os.path.dirname(path), str(base))
+    if not os.path.isfile(base_path):
+        raise ConfigError(f"config file {path} extends {base}, which is not found at {base_path}")
+    return _yaml_layers(base_path, seen + (path,)) + [layer]
+
+
 def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> OrchestraConfig:
     """Merge the schema, a YAML file and dotted `key=value` overrides; raise ConfigError on any problem."""
     cfg = OmegaConf.structured(OrchestraConfig)
@@ -189,7 +279,10 @@ def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
         if not os.path.isfile(path):
             raise ConfigError(f"config file not found: {path}")
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            for layer in _yaml_layers(path):
+                cfg = OmegaConf.merge(cfg, layer)
+        except ConfigError:
+            raise
         except OmegaConfBaseException as exc:
             raise ConfigError(_explain(exc, path)) from None
         except Exception as exc:  # YAML syntax errors
@@ -225,6 +318,48 @@ def _require(ok: bool, key: str, why: str) -> None:
         raise ConfigError(f"invalid value for config key '{key}': {why}")
 
 
+_ROUTE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def serve_route_prefix(name: str, serve: ServeConfig) -> str:
+    return serve.route_prefix or f"/experts/{name}"
+
+
+def _validate_slot(e: ExpertSlotConfig, key: str) -> None:
+    _require(e.backend in EXPERT_BACKENDS, f"{key}.backend", f"'{e.backend}' is not one of {', '.join(EXPERT_BACKENDS)}")
+    for price in ("input_price", "output_price"):
+        value = getattr(e, price)
+        _require(value is None or value >= 0, f"{key}.{price}", "must not be negative")
+    _require(e.output_tokens_per_s > 0, f"{key}.output_tokens_per_s", "must be positive")
+    _require(e.time_to_first_token_s >= 0, f"{key}.time_to_first_token_s", "must not be negative")
+    if e.backend == "replay":
+        _require(bool(e.arm), f"{key}.arm", "a replay slot needs the recorded arm that answers for it")
+        return
+    _require(bool(e.model), f"{key}.model", f"a '{e.backend}' slot needs the model it calls")
+    _require(e.timeout_s > 0, f"{key}.timeout_s", "must be positive")
+    _require(e.max_retries >= 0, f"{key}.max_retries", "must not be negative")
+    _require(e.max_output_tokens is None or e.max_output_tokens >= 1, f"{key}.max_output_tokens", "must be at least 1")
+    # The value is not echoed: a key pasted here by mistake must not reach a log.
+    _require(e.api_key_env is None or bool(_ENV_NAME.match(e.api_key_env)), f"{key}.api_key_env",
+             "must be the name of an environment variable (letters, digits, _), not the key itself")
+    if e.backend == "openai":
+        _require(bool(e.base_url), f"{key}.base_url", "an 'openai' slot needs the endpoint's base URL")
+        _require(str(e.base_url).startswith(("http://", "https://")), f"{key}.base_url", "must start with http:// or https://")
+        return
+    _require(e.base_url is None, f"{key}.base_url", "a 'serve' slot is called at its own deployment's URL; leave it unset")
+    s, sk = e.serve, f"{key}.serve"
+    _require(s.num_cpus >= 0, f"{sk}.num_cpus", "must not be negative")
+    _require(s.num_gpus >= 0, f"{sk}.num_gpus", "must not be negative")
+    _require(s.min_replicas >= 1, f"{sk}.min_replicas", "must be at least 1 (a replica loads the model before the first call)")
+    _require(s.max_replicas >= s.min_replicas, f"{sk}.max_replicas", "must be at least serve.min_replicas")
+    _require(s.target_ongoing_requests > 0, f"{sk}.target_ongoing_requests", "must be positive")
+    _require(s.max_new_tokens >= 1, f"{sk}.max_new_tokens", "must be at least 1")
+    route = serve_route_prefix(e.name, e.serve)
+    _require(bool(_ROUTE.match(route)) and (route == "/" or not route.endswith("/")), f"{sk}.route_prefix",
+             f"'{route}' must start with '/', not end with '/', and use only letters, digits and . _ ~ - /")
+
+
 def validate(cfg: OrchestraConfig) -> None:
     """Checks that a type cannot express; each failure names its key."""
     r, t = cfg.rollout, cfg.trainer
@@ -252,10 +387,19 @@ def validate(cfg: OrchestraConfig) -> None:
     names = [e.name for e in cfg.zoo.experts]
     _require(len(names) >= 1, "zoo.experts", "the zoo needs at least one expert")
     _require(len(set(names)) == len(names), "zoo.experts", f"slot names repeat: {names}")
+    routes = set()
     for i, e in enumerate(cfg.zoo.experts):
-        _require(e.input_price >= 0 and e.output_price >= 0, f"zoo.experts.{i}", "prices must not be negative")
-        _require(e.output_tokens_per_s > 0, f"zoo.experts.{i}.output_tokens_per_s", "must be positive")
+        _validate_slot(e, f"zoo.experts.{i}")
+        if e.backend == "serve":
+            route = serve_route_prefix(e.name, e.serve)
+            _require(route not in routes, f"zoo.experts.{i}.serve.route_prefix", f"'{route}' is used by another slot")
+            routes.add(route)
+    from orchestra_ray.pricing import PriceTable  # pricing raises this module's ConfigError
+
+    PriceTable.from_slots(cfg.zoo.experts)  # a model without a known price fails here, before any actor
     _require(cfg.zoo.strongest in names, "zoo.strongest", f"'{cfg.zoo.strongest}' is not a slot of zoo.experts")
+    _validate_families(cfg.families)
+    _validate_tools(cfg.tools)
     # Profiles are parsed here so that a typo fails before the cluster starts.
     for key in ("train_profiles", "eval_profiles"):
         profiles = getattr(cfg.preferences, key)
@@ -265,3 +409,24 @@ def validate(cfg: OrchestraConfig) -> None:
                 profile_vector(p, names)
             except PreferenceError as exc:
                 raise ConfigError(f"invalid value for config key 'preferences.{key}': {exc}") from None
+
+
+def _validate_families(f: FamiliesConfig) -> None:
+    for name, w in f.weights.items():
+        _require(name in FAMILIES, f"families.weights.{name}", f"unknown task family (known: {', '.join(FAMILIES)})")
+        _require(w >= 0, f"families.weights.{name}", "must not be negative")
+    _require(sum(f.weights.values()) > 0, "families.weights", "at least one family needs a positive weight")
+    _require(f.max_heldout >= 0, "families.max_heldout", "must not be negative")
+    _require(f.arithmetic.problems >= 2, "families.arithmetic.problems", "must be at least 2")
+    _require(f.domain.tasks_per_domain >= 1, "families.domain.tasks_per_domain", "must be at least 1")
+    for name in f.domain.names:
+        _require(name in DOMAIN_NAMES, "families.domain.names", f"unknown domain '{name}' (known: {', '.join(DOMAIN_NAMES)})")
+
+
+def _validate_tools(t: ToolsConfig) -> None:
+    try:
+        validate_sandbox_config(t.sandbox, t.code_pool)
+        validate_search_config(t.search)
+    except ValueError as exc:
+        raise ConfigError(f"invalid config: tools.{str(exc).removeprefix('tools.')}") from None
+    _require(t.domain_call_latency_s >= 0, "tools.domain_call_latency_s", "must not be negative")
