@@ -1,4 +1,5 @@
-# make run   : set up .venv and run the quickstart (warm start + GRPO on an embedded Ray cluster)
+# make run   : set up .venv and run the quickstart (warm start + GRPO on an embedded Ray cluster);
+#              make run CONFIG=mixed trains on FRAMES, domain and arithmetic tasks together
 # make test  : set up .venv and run the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -27,8 +28,10 @@ bubblewrap:
 
 setup: $(STAMP)
 
+CONFIG ?= quickstart
+
 run: $(STAMP)
-	$(BIN)/orchestra-ray train quickstart $(ARGS)
+	$(BIN)/orchestra-ray train $(CONFIG) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import ray
 
 from actors.common import quiet_torch_process
-from actors.experts import RayExpertClient
+from actors.tool_client import RayToolClient
 from actors.weight_transport import pull_if_newer
 from orchestra_ray.chat import ChatFormat, user_message
 from orchestra_ray.engine import HFEngine
 from orchestra_ray.episode import EpisodeLimits, episode_record, new_episodes, run_episodes
 from orchestra_ray.task import Task
 from orchestra_ray.tiny_model import load_policy
-from orchestra_ray.tools import expert_tools
+from orchestra_ray.tools import ToolSpec
 
 
 @dataclass(frozen=True)
 class RolloutSpec:
     policy_path: str
-    system_prompt: str
+    # toolset -> (system prompt, tools): what a task of that toolset shows the policy
+    toolsets: Mapping[str, Tuple[str, Sequence[ToolSpec]]]
     slots: Sequence[str]
     limits: EpisodeLimits
+    domains: Mapping[str, Any] = None  # domain name -> Domain, for the episodes' private databases
     dtype: str = "float32"
     device: str = "cpu"
     torch_threads: int = 1
@@ -32,14 +34,15 @@ class RolloutSpec:
 
 @ray.remote
 class RolloutWorker:
-    def __init__(self, spec: RolloutSpec, experts: Dict[str, "ray.actor.ActorHandle"], weight_store, index: int):
+    def __init__(self, spec: RolloutSpec, experts: Dict[str, "ray.actor.ActorHandle"], weight_store, index: int,
+                 code_pool: Optional["ray.actor.ActorHandle"] = None, search: Optional["ray.actor.ActorHandle"] = None):
         quiet_torch_process(spec.torch_threads)
         self.spec, self.index, self.store = spec, index, weight_store
         model, tokenizer = load_policy(spec.policy_path, spec.dtype, spec.device)
         self.engine = HFEngine(model, tokenizer.pad_token_id, spec.max_batch_size)
         self.chat = ChatFormat(tokenizer)
-        self.tools = expert_tools(list(spec.slots))
-        self.experts = RayExpertClient(experts)
+        self.tools = {name: list(tools) for name, (_, tools) in spec.toolsets.items()}
+        self.client = RayToolClient(experts, code_pool, search)
         self.version = -1
 
     def sync_weights(self) -> int:
@@ -58,8 +61,11 @@ class RolloutWorker:
         torch.manual_seed(seed)
         episodes = []
         for task in tasks:
-            episodes.extend(new_episodes(self.chat, self.spec.system_prompt, task, user_message(task.question, task.preference), group_size))
+            prompt = self.spec.toolsets[task.toolset][0]
+            episodes.extend(new_episodes(self.chat, prompt, task, user_message(task.question, task.preference), group_size))
         for ep in episodes:
             ep.weight_version = self.version
-        run_episodes(self.engine, self.chat, episodes, self.tools, self.experts, self.spec.limits, temperature)
+            if ep.task.toolset.startswith("domain:"):
+                ep.env = self.spec.domains[ep.task.toolset[len("domain:"):]].new_env()
+        run_episodes(self.engine, self.chat, episodes, self.tools, self.client, self.spec.limits, temperature)
         return [episode_record(ep, self.spec.slots) for ep in episodes]

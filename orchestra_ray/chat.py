@@ -46,6 +46,18 @@ def system_prompt(slots: Sequence[SlotCard], tools: Sequence[ToolSpec]) -> str:
     return "\n".join(lines)
 
 
+def task_prompt(intro: str, tools: Sequence[ToolSpec]) -> str:
+    """System prompt of a task family without experts: what the job is, and its tools."""
+    lines = [
+        f"You are an orchestrator. {intro} Call exactly one tool per turn as "
+        '<tool_call>{"name": ..., "arguments": {...}}</tool_call>.',
+        "<tools>",
+    ]
+    lines.extend(json.dumps(t.openai_schema(), separators=(",", ":")) for t in tools)
+    lines.append("</tools>")
+    return "\n".join(lines)
+
+
 def user_message(question: str, preference: PreferenceVector) -> str:
     return f"Question: {question.strip()}\n{preference.as_text()}"
 

@@ -1,28 +1,57 @@
-"""The multi-turn orchestration loop: generate -> parse <tool_call> -> call an expert -> append the
+"""The multi-turn orchestration loop: generate -> parse <tool_call> -> run the tool -> append the
 observation -> generate again, until an answer or the turn limit. One implementation, used by the
 rollout workers in training and in evaluation.
 
-Tools are reached through `ExpertClient`, so the loop itself knows nothing of Ray.
+Three kinds of tools: experts (`call_expert`, billed per token), basic tools such as the code
+interpreter and search (reached through `ToolClient.run_tools`, all of a turn's calls at once), and
+a domain's functions, run on the episode's own database (`Episode.env`). Remote tools are reached
+through `ToolClient`, so the loop itself knows nothing of Ray.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 from orchestra_ray.chat import ChatFormat
 from orchestra_ray.engine import Engine
 from orchestra_ray.experts import ExpertError, ExpertRequest, ExpertResponse
-from orchestra_ray.grading import judge_free_text
+from orchestra_ray.grading import judge_free_text, judge_number
 from orchestra_ray.parsing import FormatError, ToolCall, parse_tool_calls
 from orchestra_ray.preferences import COST, LATENCY, OUTCOME, calls_metric
-from orchestra_ray.task import Task
+from orchestra_ray.task import ARITHMETIC, DOMAIN, Task
 from orchestra_ray.tools import ToolSpec
+
+
+BASIC_TOOLS = ("run_python", "search")
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    """What a basic tool returned: the observation text, and what the call cost."""
+
+    text: str
+    ok: bool = True
+    error: str = ""
+    cost: float = 0.0
+    latency: float = 0.0
 
 
 class ExpertClient(Protocol):
     def respond_many(self, requests: Sequence[Tuple[str, ExpertRequest]]) -> List[Union[ExpertResponse, ExpertError]]: ...
+
+
+class ToolClient(ExpertClient, Protocol):
+    def run_tools(self, calls: Sequence[Tuple[str, Dict[str, Any]]]) -> List[ToolOutcome]: ...
+
+
+class DomainState(Protocol):
+    """An episode's private copy of a domain database (see orchestra_ray.domains)."""
+
+    def call(self, name: str, arguments: Dict[str, Any]) -> str: ...
+
+    def state_hash(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -32,6 +61,7 @@ class EpisodeLimits:
     max_total_tokens: int = 1536
     max_response_chars: int = 300
     max_output_chars: int = 8192
+    domain_call_latency_s: float = 0.05  # modelled: a domain function is a simulated API
 
 
 @dataclass
@@ -67,6 +97,7 @@ class Episode:
     answer_source: str = ""  # expert slot relayed, or "text"
     outcome: bool = False
     weight_version: int = -1
+    env: Optional[DomainState] = None  # domain tasks only
 
     def __post_init__(self):
         if not self.loss_mask:
@@ -100,6 +131,8 @@ class Episode:
         for c in self.calls:
             if c.ok and c.expert and c.input_tokens > 0:  # billed calls; relaying a consulted expert is free
                 m[calls_metric(c.expert)] = m.get(calls_metric(c.expert), 0.0) + 1.0
+            elif c.ok and c.name in BASIC_TOOLS:
+                m[calls_metric(c.name)] = m.get(calls_metric(c.name), 0.0) + 1.0
         m[OUTCOME] = 1.0 if self.outcome else 0.0
         m[COST] = self.cost
         m[LATENCY] = self.latency
@@ -114,7 +147,17 @@ def _correct(resp: ExpertResponse, task: Task) -> bool:
     """A replayed answer keeps its recorded grade; a live expert's answer is judged like free text."""
     if resp.grade is not None:
         return resp.grade == "A"
-    return judge_free_text(resp.text, task.gold)
+    return _judge_text(resp.text, task, None)
+
+
+def _judge_text(text: str, task: Task, env: Optional[DomainState]) -> bool:
+    """A domain task succeeds when the database ends in the gold state (what was said does not
+    matter, as in tau2-bench); an arithmetic task by numeric match; FRAMES by normalised match."""
+    if task.family == DOMAIN:
+        return env is not None and env.state_hash() == task.gold
+    if task.family == ARITHMETIC:
+        return judge_number(text, task.gold)
+    return judge_free_text(text, task.gold)
 
 
 def _finish(ep: Episode, source: str, answer: str, correct: bool) -> None:
@@ -126,12 +169,13 @@ def run_episodes(
     engine: Engine,
     chat: ChatFormat,
     episodes: List[Episode],
-    tools: Sequence[ToolSpec],
-    experts: ExpertClient,
+    tools: Union[Sequence[ToolSpec], Mapping[str, Sequence[ToolSpec]]],
+    experts: ToolClient,
     limits: EpisodeLimits,
     temperature: float,
 ) -> List[Episode]:
-    """Run all episodes to the end, batching the live ones into one generate call per turn."""
+    """Run all episodes to the end, batching the live ones into one generate call per turn. `tools`
+    is one tool list for all, or a list per toolset (`Task.toolset`)."""
     for turn in range(limits.max_turns):
         live = [e for e in episodes if not e.done]
         if not live:
@@ -143,6 +187,7 @@ def run_episodes(
             stop_token_ids=[chat.end_of_turn_id],
         )
         pending: List[Tuple[Episode, ToolCall, str]] = []
+        basic: List[Tuple[int, Episode, ToolCall]] = []
         observations: Dict[int, str] = {}
         for i, (ep, gen) in enumerate(zip(live, gens)):
             ep.turns += 1
@@ -151,23 +196,28 @@ def run_episodes(
             if gen.finish_reason != "stop":
                 ep.append([chat.end_of_turn_id])  # close the cut-off turn; not the policy's token
             text = chat.decode(gen.token_ids)
-            parsed = parse_tool_calls(text, tools, max_calls=1, max_chars=limits.max_output_chars)
+            toolset = tools[ep.task.toolset] if isinstance(tools, Mapping) else tools
+            parsed = parse_tool_calls(text, toolset, max_calls=1, max_chars=limits.max_output_chars)
             if not parsed.ok:
                 ep.format_errors.append(parsed.error.kind)
                 observations[i] = f"error: {parsed.error.message}"
                 continue
             call = parsed.calls[0]
             if call.name == "answer" and "text" in call.arguments:
-                _finish(ep, "text", call.arguments["text"], judge_free_text(call.arguments["text"], ep.task.gold))
+                _finish(ep, "text", call.arguments["text"], _judge_text(call.arguments["text"], ep.task, ep.env))
                 ep.calls.append(CallRecord(turn, "answer", json.dumps(call.arguments), ""))
             elif call.name == "answer" and call.arguments["expert"] in ep.consulted:
                 slot = call.arguments["expert"]
                 resp = ep.consulted[slot]
                 ep.calls.append(CallRecord(turn, "answer", json.dumps(call.arguments), slot))
                 _finish(ep, slot, resp.text, _correct(resp, ep.task))
-            else:
+            elif call.name in ("answer", "call_expert"):
                 pending.append((ep, call, call.arguments["expert"]))
                 observations[i] = ""
+            elif call.name in BASIC_TOOLS:
+                basic.append((i, ep, call))
+            else:
+                observations[i] = _domain_call(ep, call, turn, limits)
         results = experts.respond_many([(slot, _request(ep.task)) for ep, _, slot in pending]) if pending else []
         index = {id(e): i for i, e in enumerate(live)}
         for (ep, call, slot), res in zip(pending, results):
@@ -185,6 +235,11 @@ def run_episodes(
             else:
                 ep.consulted[slot] = res
                 observations[index[id(ep)]] = f"{slot}: {res.text[: limits.max_response_chars]}"
+        outs = experts.run_tools([(c.name, c.arguments) for _, _, c in basic]) if basic else []
+        for (i, ep, call), out in zip(basic, outs):
+            ep.calls.append(CallRecord(turn, call.name, json.dumps(call.arguments), "", cost=out.cost,
+                                       latency=out.latency, ok=out.ok, error=out.error[:300]))
+            observations[i] = out.text[: limits.max_response_chars]
         for i, ep in enumerate(live):
             if ep.done:
                 continue
@@ -195,6 +250,20 @@ def run_episodes(
         if not ep.done:
             ep.done, ep.finish_reason = True, "max_turns"
     return episodes
+
+
+def _domain_call(ep: Episode, call: ToolCall, turn: int, limits: EpisodeLimits) -> str:
+    """Run a domain function on the episode's database; a refused call changes nothing."""
+    rec = CallRecord(turn, call.name, json.dumps(call.arguments), "", latency=limits.domain_call_latency_s)
+    ep.calls.append(rec)
+    if ep.env is None:
+        rec.ok, rec.error = False, f"tool '{call.name}' needs a domain database and this task has none"
+        return f"error: {rec.error}"
+    try:
+        return ep.env.call(call.name, call.arguments)[: limits.max_response_chars]
+    except Exception as exc:  # DomainToolError, or a domain function's bug: data for the episode
+        rec.ok, rec.error = False, str(exc)[:300]
+        return f"error: {rec.error}"
 
 
 def new_episodes(chat: ChatFormat, system: str, task: Task, user: str, n: int) -> List[Episode]:
@@ -222,6 +291,8 @@ def episode_record(ep: Episode, slots: Sequence[str]) -> dict:
         "answer_source": ep.answer_source,
         "outcome": ep.outcome,
         "metrics": ep.metrics(slots),
+        "family": ep.task.family,
+        "toolset": ep.task.toolset,
         "preference_profile": ep.task.preference.profile,
         "preference": dict(ep.task.preference.weights),
     }

@@ -3,6 +3,7 @@
 During training a sample's reward is normalised within its group. To compare two policies on the
 same question, each evaluated sample is instead normalised against fixed anchors: the zoo's
 single-expert trajectories on that question ("ask expert k, relay its answer"), one per slot.
+Families without experts to anchor on (domain and arithmetic tasks) score P_outcome * outcome.
 """
 
 from __future__ import annotations
@@ -34,9 +35,43 @@ def score_records(records: Sequence[dict], anchors: Mapping[str, List[Dict[str, 
     """Adds `eval_reward` to each evaluated record (one sample per task)."""
     out = []
     for r in records:
-        reward = anchored_reward(r["metrics"], anchors[r["question_id"]], r["preference"])
+        if r["question_id"] in anchors:
+            reward = anchored_reward(r["metrics"], anchors[r["question_id"]], r["preference"])
+        else:
+            reward = r["preference"].get(OUTCOME, 0.0) * r["metrics"][OUTCOME]
         out.append({**r, "eval_reward": reward})
     return out
+
+
+def tool_share(rows: Sequence[dict]) -> Dict[str, float]:
+    """Share of all tool calls (answers excluded) per tool; an expert call counts as its slot."""
+    counts: Dict[str, float] = defaultdict(float)
+    for r in rows:
+        for c in r["tool_calls"]:
+            if c["name"] != "answer" or c["input_tokens"] > 0:  # an unconsulted answer bills its expert
+                counts[c["expert"] or c["name"]] += 1
+    total = sum(counts.values()) or 1.0
+    return {k: v / total for k, v in sorted(counts.items())}
+
+
+def summarise_families(scored: Sequence[dict]) -> Dict[str, Dict[str, float]]:
+    """Per task family: reward, accuracy (success rate), cost, latency and tool-call share."""
+    groups: Dict[str, List[dict]] = defaultdict(list)
+    for r in scored:
+        groups[r.get("family", "frames")].append(r)
+    return {name: {**_means(rows), "tool_share": tool_share(rows)} for name, rows in sorted(groups.items())}
+
+
+def _means(rows: Sequence[dict]) -> Dict[str, float]:
+    n = len(rows)
+    return {
+        "n": n,
+        "reward": sum(r["eval_reward"] for r in rows) / n,
+        "accuracy": sum(r["metrics"][OUTCOME] for r in rows) / n,
+        "cost": sum(r["metrics"][COST] for r in rows) / n,
+        "latency": sum(r["metrics"][LATENCY] for r in rows) / n,
+        "format_error_rate": sum(1 for r in rows if r["format_errors"]) / n,
+    }
 
 
 def summarise(scored: Sequence[dict]) -> Dict[str, Dict[str, float]]:
@@ -55,12 +90,7 @@ def summarise(scored: Sequence[dict]) -> Dict[str, Dict[str, float]]:
                     calls[k[6:]] += v
         total_calls = sum(calls.values()) or 1.0
         out[name] = {
-            "n": n,
-            "reward": sum(r["eval_reward"] for r in rows) / n,
-            "accuracy": sum(r["metrics"][OUTCOME] for r in rows) / n,
-            "cost": sum(r["metrics"][COST] for r in rows) / n,
-            "latency": sum(r["metrics"][LATENCY] for r in rows) / n,
-            "format_error_rate": sum(1 for r in rows if r["format_errors"]) / n,
+            **_means(rows),
             "answer_rate": sum(1 for r in rows if r["answer_source"]) / n,
             "call_share": {k: v / total_calls for k, v in sorted(calls.items())},
         }

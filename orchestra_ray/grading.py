@@ -1,4 +1,4 @@
-"""Judging a free-text answer against the gold answer by normalised match."""
+"""Judging a free-text answer against the gold answer: by normalised match, or numerically."""
 
 from __future__ import annotations
 
@@ -30,3 +30,19 @@ def judge_free_text(answer: str, gold: str, max_extra_words: int = 5) -> bool:
     if re.search(rf"(^| ){re.escape(g)}( |$)", a) is None:
         return False
     return len(a.split()) - len(g.split()) <= max_extra_words
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def judge_number(answer: str, gold: str, rel_tol: float = 1e-6) -> bool:
+    """Correct when the answer states exactly one number (thousands separators allowed) and it
+    equals the gold number; several numbers are a list of guesses, not an answer."""
+    found = _NUMBER.findall((answer or "").replace(",", ""))
+    if len(found) != 1:
+        return False
+    try:
+        a, g = float(found[0]), float(gold)
+    except ValueError:
+        return False
+    return abs(a - g) <= rel_tol * max(1.0, abs(g))

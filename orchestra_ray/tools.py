@@ -62,6 +62,11 @@ def validate_arguments(spec: ToolSpec, args: Any) -> Optional[str]:
     return None
 
 
+def object_schema(properties: Dict[str, Dict], required: List[str]) -> Dict:
+    """A JSON-schema object of exactly these properties."""
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+
 def expert_tools(slots: List[str]) -> List[ToolSpec]:
     """The replay zoo's tools: consult an expert, or end the episode with an answer."""
     call_expert = ToolSpec(
@@ -92,3 +97,30 @@ def expert_tools(slots: List[str]) -> List[ToolSpec]:
         exclusive=("expert", "text"),
     )
     return [call_expert, answer]
+
+
+def text_answer_tool(description: str) -> ToolSpec:
+    """`answer` with free text only, for task families without experts to relay."""
+    return ToolSpec(
+        name="answer",
+        description=description,
+        parameters=object_schema({"text": {"type": "string"}}, ["text"]),
+    )
+
+
+def code_tool() -> ToolSpec:
+    return ToolSpec(
+        name="run_python",
+        description="Run a Python program in a sandbox (no network, no files kept) and read what it prints.",
+        parameters=object_schema({"code": {"type": "string", "description": "the program; print the result"}}, ["code"]),
+    )
+
+
+def search_tool() -> ToolSpec:
+    return ToolSpec(
+        name="search",
+        description="Search the document collection and read the best matching passages.",
+        parameters=object_schema({"query": {"type": "string"},
+                                  "k": {"type": "integer", "minimum": 1, "description": "number of passages (optional)"}},
+                                 ["query"]),
+    )

@@ -2,6 +2,7 @@
 
 Columns
   run_id, step, task_id, question_id, sample   ids (a group is the samples of one task_id)
+  family, toolset                              task family (frames, domain, arithmetic), tools shown
   weight_version                               policy version that generated the sample
   token_ids, loss_mask, rollout_logprobs       the episode in tokens; mask 1 = policy token
   prompt_len, turns, finish_reason             shape of the episode
@@ -42,6 +43,8 @@ TRAJECTORY_SCHEMA = pa.schema(
         ("task_id", pa.string()),
         ("question_id", pa.string()),
         ("sample", pa.int32()),
+        ("family", pa.string()),
+        ("toolset", pa.string()),
         ("weight_version", pa.int64()),
         ("token_ids", pa.list_(pa.int32())),
         ("loss_mask", pa.list_(pa.int8())),

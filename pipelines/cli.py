@@ -33,6 +33,7 @@ def _split_args(items: List[str]) -> Tuple[Optional[str], List[str]]:
 
 def cmd_train(args) -> int:
     from orchestra_ray.config import ConfigError, load_config
+    from pipelines.families import load_families
     from pipelines.zoo import load_zoo
 
     config_arg, overrides = _split_args(args.items)
@@ -48,6 +49,7 @@ def cmd_train(args) -> int:
         cfg = load_config(path, overrides)
         config_name = os.path.splitext(os.path.basename(path))[0]
     zoo = load_zoo(cfg)  # data problems surface here, before the cluster starts
+    families = load_families(cfg, zoo)
 
     from pipelines.cluster import check_placement, connect
     from pipelines.memory import PeakMemory
@@ -63,7 +65,7 @@ def cmd_train(args) -> int:
             check_placement(cfg)
             run_dir = args.resume or new_run_dir(cfg, config_name)
             progress.note(f"run directory: {os.path.abspath(run_dir)}")
-            summary = train(cfg, zoo, run_dir, progress, resume=bool(args.resume))
+            summary = train(cfg, zoo, run_dir, progress, resume=bool(args.resume), families=families)
         finally:
             ray.shutdown()
         summary["peak_memory_gb"] = mem.peak_gb

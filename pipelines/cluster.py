@@ -33,15 +33,24 @@ def check_placement(cfg: OrchestraConfig) -> None:
     """Fail before starting actors when the cluster can never host them all at once."""
     total = ray.cluster_resources()
     r, t = cfg.rollout, cfg.trainer
-    need_cpu = r.num_workers * r.num_cpus_per_worker + 2 * t.num_cpus  # learner + reference
+    tools = _tool_cpus(cfg)
+    need_cpu = r.num_workers * r.num_cpus_per_worker + 2 * t.num_cpus + tools  # learner + reference + tools
     need_gpu = r.num_workers * r.num_gpus_per_worker + 2 * t.num_gpus
     if need_cpu > total.get("CPU", 0) + 1e-9:
         raise ConfigError(
             f"invalid value for config key 'rollout.num_workers': {r.num_workers} workers x "
-            f"{r.num_cpus_per_worker} CPU + learner and reference need {need_cpu:g} CPUs, the cluster has {total.get('CPU', 0):g}"
+            f"{r.num_cpus_per_worker} CPU + learner and reference + {tools:g} for tool workers "
+            f"(tools.code_pool, tools.search) need {need_cpu:g} CPUs, the cluster has {total.get('CPU', 0):g}"
         )
     if need_gpu > total.get("GPU", 0) + 1e-9:
         raise ConfigError(
             f"invalid value for config key 'rollout.num_gpus_per_worker': the run needs {need_gpu:g} GPUs, "
             f"the cluster has {total.get('GPU', 0):g}"
         )
+
+
+def _tool_cpus(cfg: OrchestraConfig) -> float:
+    """CPUs the tool actors hold from the start: the warm code workers and the search actor."""
+    t = cfg.tools
+    cpus = t.code_pool.min_workers * t.code_pool.num_cpus if cfg.families.weights.get("arithmetic", 0) > 0 else 0.0
+    return cpus + (t.search.num_cpus if t.search.corpus else 0.0)

@@ -25,23 +25,27 @@ import ray
 import torch
 from omegaconf import OmegaConf
 
-from actors.experts import ReplayExpertActor
+from actors.experts import start_experts
+from actors.code_interpreter import start_code_pool
 from actors.learner import Learner
 from actors.reference_model import ReferenceModel
 from actors.rollout_worker import RolloutSpec, RolloutWorker
+from actors.search_tool import start_search_actor
 from actors.weight_transport import WeightStore
 from orchestra_ray import checkpoint as ckpt
 from orchestra_ray.advantages import FilterCounts, advantages_with_filters
 from orchestra_ray.chat import ChatFormat, user_message
-from orchestra_ray.config import OrchestraConfig
-from orchestra_ray.demos import god_model_demo
+from orchestra_ray.config import ConfigError, OrchestraConfig
+from orchestra_ray.demos import god_model_demo, scripted_demo
 from orchestra_ray.episode import EpisodeLimits
-from orchestra_ray.evaluation import anchor_metrics, paired_bootstrap, per_question_reward, score_records, summarise
+from orchestra_ray.evaluation import (anchor_metrics, paired_bootstrap, per_question_reward, score_records, summarise,
+                                      summarise_families, tool_share)
 from orchestra_ray.preferences import COST, LATENCY, OUTCOME
 from orchestra_ray.reward import orchestration_reward
-from orchestra_ray.task import Task, TaskSampler, demo_tasks, eval_tasks
+from orchestra_ray.task import ARITHMETIC, FRAMES, MixedTaskSampler, Task, demo_tasks, eval_tasks
 from orchestra_ray.tiny_model import tiny_policy_path
 from orchestra_ray.trajectory import trajectory_rows
+from pipelines.families import Families, load_families
 from pipelines.progress import Progress
 from pipelines.zoo import Zoo, pretraining_documents, tokenizer_corpus
 
@@ -52,41 +56,58 @@ def _split(items: List, parts: int) -> List[List]:
 
 
 class Trainer:
-    def __init__(self, cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress):
+    def __init__(self, cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, families: Optional[Families] = None):
         self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
         self.run_id = os.path.basename(os.path.abspath(run_dir))
         self.zoo = zoo
+        self.families = families or load_families(cfg, zoo)
         self.step = 0
-        self.sampler = TaskSampler(self.zoo.train, cfg.preferences.train_profiles, self.zoo.slots, cfg.run.seed)
+        self.sampler = MixedTaskSampler(self.families.train, cfg.families.weights, cfg.preferences.train_profiles,
+                                        self.zoo.slots, cfg.run.seed)
+        self.code_pool = self.search = None
 
     # ---- set-up -------------------------------------------------------------------------------
     def policy_path(self) -> str:
         p = self.cfg.policy
         if p.model != "tiny":
             return p.model
-        return tiny_policy_path(p.tiny, tokenizer_corpus(self.zoo, self.cfg), p.cache_dir,
-                                pretraining_documents(self.zoo, self.cfg), self.zoo.slots)
+        return tiny_policy_path(p.tiny, tokenizer_corpus(self.zoo, self.cfg, self.families), p.cache_dir,
+                                pretraining_documents(self.zoo, self.cfg, self.families), self.zoo.slots)
 
     def start_actors(self, policy_path: str) -> None:
         cfg = self.cfg
         self.store = WeightStore.remote()
-        self.experts = {
-            e.name: ReplayExpertActor.remote(os.path.abspath(cfg.data.path), e, cfg.zoo.input_tokens_overhead)
-            for e in cfg.zoo.experts
-        }
+        self.experts = start_experts(cfg, cfg.data.path)
         t = cfg.trainer
         self.learner = Learner.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus).remote(
             policy_path, self.store, t, cfg.policy.dtype, cfg.policy.device, cfg.run.seed
         )
+        self.start_tools()
         r = cfg.rollout
-        limits = EpisodeLimits(r.max_turns, r.max_new_tokens, r.max_total_tokens, cfg.zoo.max_response_chars)
-        spec = RolloutSpec(policy_path, self.zoo.system_prompt, tuple(self.zoo.slots), limits, cfg.policy.dtype,
-                           cfg.policy.device, r.torch_threads, r.max_batch_size)
+        limits = EpisodeLimits(r.max_turns, r.max_new_tokens, r.max_total_tokens, cfg.zoo.max_response_chars,
+                               domain_call_latency_s=cfg.tools.domain_call_latency_s)
+        spec = RolloutSpec(policy_path, self.families.toolsets, tuple(self.zoo.slots), limits, self.families.domains,
+                           cfg.policy.dtype, cfg.policy.device, r.torch_threads, r.max_batch_size)
         self.workers = [
-            RolloutWorker.options(num_cpus=r.num_cpus_per_worker, num_gpus=r.num_gpus_per_worker).remote(spec, self.experts, self.store, i)
+            RolloutWorker.options(num_cpus=r.num_cpus_per_worker, num_gpus=r.num_gpus_per_worker).remote(
+                spec, self.experts, self.store, i, self.code_pool, self.search)
             for i in range(r.num_workers)
         ]
         ray.get([a.ready.remote() for a in self.experts.values()])
+
+    def start_tools(self) -> None:
+        """The code-interpreter pool when a family needs it, the search actor when a corpus is set."""
+        t = self.cfg.tools
+        # A tool that cannot start (no bubblewrap, a bad corpus) stops the run with one line.
+        try:
+            if ARITHMETIC in self.families.train:
+                self.code_pool = start_code_pool(t.sandbox, t.code_pool)
+            if t.search.corpus:
+                self.search = start_search_actor(t.search)
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def start_reference(self, path: str) -> None:
         t = self.cfg.trainer
@@ -99,12 +120,30 @@ class Trainer:
         cfg = self.cfg
         chat = ChatFormat(_tokenizer(policy_path))
         strongest = self.zoo.experts[cfg.zoo.strongest]
-        demos = [
-            god_model_demo(chat, self.zoo.system_prompt, user_message(t.question, t.preference), t, strongest, cfg.zoo.max_response_chars)
-            for t in demo_tasks(self.zoo.train, cfg.preferences.train_profiles, self.zoo.slots, cfg.warm_start.examples, cfg.run.seed)
-        ]
+        demos = []
+        counts = self.sampler.counts(cfg.warm_start.examples)
+        for family, pool in self.families.train.items():
+            for t in demo_tasks(pool, cfg.preferences.train_profiles, self.zoo.slots, counts.get(family, 0), cfg.run.seed):
+                prompt, user = self.families.toolsets[t.toolset][0], user_message(t.question, t.preference)
+                if family == FRAMES:
+                    demos.append(god_model_demo(chat, prompt, user, t, strongest, cfg.zoo.max_response_chars))
+                else:
+                    demos.append(scripted_demo(chat, prompt, user, self.families.reference[t.question_id], self._observer(t)))
+        random.Random(cfg.run.seed).shuffle(demos)
         w = cfg.warm_start
         return ray.get(self.learner.warm_start.remote(demos, w.epochs, w.batch_size, w.lr, cfg.run.seed))
+
+    def _observer(self, task: Task):
+        """Runs a demonstration's tool calls for real, as a rollout would."""
+        limit = self.cfg.zoo.max_response_chars
+        env = self.families.domains[task.toolset.split(":", 1)[1]].new_env() if task.toolset.startswith("domain:") else None
+
+        def observe(name: str, args: Dict) -> str:
+            if name == "run_python":
+                return ray.get(self.code_pool.execute.remote(args["code"])).observation(self.cfg.tools.sandbox.max_output_chars)[:limit]
+            return env.call(name, args)[:limit]
+
+        return observe
 
     def rollout(self, tasks: List[Task], group_size: int, temperature: float, seed: int) -> List[dict]:
         chunks = _split(tasks, len(self.workers))
@@ -113,18 +152,20 @@ class Trainer:
 
     def evaluate(self, label: str) -> Dict:
         cfg = self.cfg
-        tasks = eval_tasks(self.zoo.heldout, cfg.preferences.eval_profiles, self.zoo.slots)
+        tasks = [t for pool in self.families.heldout.values() for t in eval_tasks(pool, cfg.preferences.eval_profiles, self.zoo.slots)]
         t0 = time.time()
         records = self.rollout(tasks, 1, cfg.eval.temperature, seed=10_000_000 + self.step)
-        anchors = {q.question_id: anchor_metrics(q.question_id, q.problem, self.zoo.experts, self.zoo.slots) for q in self.zoo.heldout}
+        anchors = {q.question_id: anchor_metrics(q.question_id, q.problem, self.zoo.experts, self.zoo.slots)
+                   for q in self.families.heldout.get(FRAMES, [])}
         scored = score_records(records, anchors)
         result = {
             "label": label,
             "step": self.step,
             "weight_versions": sorted({r["weight_version"] for r in records}),
-            "heldout_questions": len(self.zoo.heldout),
-            "train_questions": len(self.zoo.train),
+            "heldout_questions": {f: len(p) for f, p in self.families.heldout.items()},
+            "train_questions": {f: len(p) for f, p in self.families.train.items()},
             "profiles": summarise(scored),
+            "families": summarise_families(scored),
             "per_question_reward": per_question_reward(scored),
             "seconds": time.time() - t0,
         }
@@ -186,6 +227,7 @@ class Trainer:
             "learn_s": t_learn,
             "filters": counts.as_dict(),
             "cost_by_profile": _mean_by(records, "preference_profile", lambda g: g["metrics"][COST]),
+            "families": _family_metrics(records) if len(self.families.train) > 1 else {},
             **{k: v for k, v in stats.items() if k != "version"},
         }
         with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
@@ -240,6 +282,16 @@ def _tokenizer(path: str):
     return AutoTokenizer.from_pretrained(path)
 
 
+def _family_metrics(records: List[dict]) -> Dict[str, Dict]:
+    out: Dict[str, Dict] = {}
+    for fam in sorted({g["family"] for g in records}):
+        rows = [g for g in records if g["family"] == fam]
+        n = len(rows)
+        out[fam] = {"reward": sum(g["reward"] for g in rows) / n, "accuracy": sum(g["metrics"][OUTCOME] for g in rows) / n,
+                    "cost": sum(g["metrics"][COST] for g in rows) / n, "tool_share": tool_share(rows)}
+    return out
+
+
 def _mean_by(records: List[dict], key: str, value) -> Dict[str, float]:
     acc: Dict[str, List[float]] = {}
     for g in records:
@@ -270,22 +322,26 @@ def compare(before: Dict, after: Dict, cfg: OrchestraConfig) -> Dict:
     """What GRPO changed on the held-out questions: reward with a paired bootstrap interval, and the
     cost per question under the cost-first profile."""
     d, lo, hi = paired_bootstrap(before["per_question_reward"], after["per_question_reward"], cfg.eval.bootstrap_samples, cfg.run.seed)
-    out: Dict = {"eval_warm_start": before["profiles"], "reward_difference": {"mean": d, "ci95": [lo, hi]}}
+    out: Dict = {"eval_warm_start": before["profiles"], "eval_warm_start_families": before.get("families", {}),
+                 "reward_difference": {"mean": d, "ci95": [lo, hi]}}
     if "cost-first" in before["profiles"] and "cost-first" in after["profiles"]:
         b, a = before["profiles"]["cost-first"]["cost"], after["profiles"]["cost-first"]["cost"]
         out["cost_first_cost"] = {"warm_start": b, "final": a, "ratio": a / b if b > 0 else float("nan")}
     return out
 
 
-def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resume: bool = False) -> Dict:
-    """Runs on a connected Ray cluster; `zoo` is loaded (and so checked) before the cluster starts."""
+def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resume: bool = False,
+          families: Optional[Families] = None) -> Dict:
+    """Runs on a connected Ray cluster; `zoo` and `families` are loaded (and so checked) before the
+    cluster starts."""
     random.seed(cfg.run.seed)
     np.random.seed(cfg.run.seed)
     torch.manual_seed(cfg.run.seed)
     OmegaConf.save(OmegaConf.structured(cfg), os.path.join(run_dir, "config.yaml"))
     t_start = time.time()
-    tr = Trainer(cfg, zoo, run_dir, progress)
-    progress.note(f"data: {len(zoo.train)} train / {len(zoo.heldout)} held-out questions, zoo: {', '.join(zoo.slots)}")
+    tr = Trainer(cfg, zoo, run_dir, progress, families)
+    sizes = ", ".join(f"{f} {len(p)}/{len(tr.families.heldout[f])}" for f, p in tr.families.train.items())
+    progress.note(f"data (train/held-out): {sizes}; zoo: {', '.join(zoo.slots)}")
     policy_path = tr.policy_path()
     tr.start_actors(policy_path)
     warm_dir = os.path.join(ckpt.checkpoints_dir(run_dir), "warm_start")
@@ -337,6 +393,7 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
         after = tr.evaluate("final")
         progress.eval_line("after GRPO", after)
         summary["eval_final"] = after["profiles"]
+        summary["eval_final_families"] = after["families"]
         if before is not None:
             summary.update(compare(before, after, cfg))
     summary["wall_s"] = time.time() - t_start

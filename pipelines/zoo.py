@@ -18,7 +18,7 @@ from orchestra_ray.chat import (
     tool_call_text,
     user_message,
 )
-from orchestra_ray.config import OrchestraConfig
+from orchestra_ray.config import ConfigError, OrchestraConfig
 from orchestra_ray.experts import ReplayExpert
 from orchestra_ray.frames import Question, load_questions, load_responses, split_questions
 from orchestra_ray.preferences import profile_names, profile_vector
@@ -36,6 +36,15 @@ class Zoo:
 
 
 def load_zoo(cfg: OrchestraConfig) -> Zoo:
+    # The warm-start demonstrations, the evaluation anchors and the tokenizer corpus are built from
+    # recorded answers, so a live slot ("openai", "serve") also names the arm that stands in for it.
+    for i, e in enumerate(cfg.zoo.experts):
+        if not e.arm:
+            raise ConfigError(
+                f"invalid value for config key 'zoo.experts.{i}.arm': the pipeline replays recorded answers for "
+                f"warm-start demonstrations and evaluation anchors; the '{e.backend}' slot '{e.name}' needs the arm "
+                "that stands in for it there"
+            )
     questions = load_questions(cfg.data.path)
     slots = [e.name for e in cfg.zoo.experts]
     responses = load_responses(cfg.data.path, [e.arm for e in cfg.zoo.experts])
@@ -51,16 +60,25 @@ def load_zoo(cfg: OrchestraConfig) -> Zoo:
     cards = []
     for e in cfg.zoo.experts:
         typical = statistics.median(prices.latency(e.name, r.output_tokens) for r in responses[e.arm].values())
-        cards.append(SlotCard(e.name, e.description, e.input_price, e.output_price, typical))
+        price = prices.prices[e.name]
+        cards.append(SlotCard(e.name, e.description, price.input_per_million, price.output_per_million, typical))
     return Zoo(slots, train, heldout, experts, system_prompt(cards, expert_tools(slots)))
 
 
-def tokenizer_corpus(zoo: Zoo, cfg: OrchestraConfig) -> List[str]:
+def tokenizer_corpus(zoo: Zoo, cfg: OrchestraConfig, families=None) -> List[str]:
     """Text the tiny model's tokenizer is trained on: prompts, train questions, tool calls and the
     zoo's answers on the train split (never the held-out questions). Template text is repeated as
-    often as episodes repeat it, so BPE merges compress it as they would in real use."""
+    often as episodes repeat it, so BPE merges compress it as they would in real use. Other task
+    families add their prompts, train problems and reference tool calls."""
     n = len(zoo.train)
     corpus = [zoo.system_prompt] * n
+    for fam, pool in (families.train.items() if families else []):
+        if fam == "frames":
+            continue
+        for q in pool:
+            corpus.append(families.toolsets[q.toolset][0])
+            corpus.append(q.problem)
+            corpus.extend(tool_call_text(name, args) for name, args in families.reference[q.question_id])
     for p in profile_names(zoo.slots):
         corpus.extend([user_message("", profile_vector(p, zoo.slots))] * n)
     for s in zoo.slots:
@@ -74,10 +92,15 @@ def tokenizer_corpus(zoo: Zoo, cfg: OrchestraConfig) -> List[str]:
     return corpus
 
 
-def pretraining_documents(zoo: Zoo, cfg: OrchestraConfig) -> List[str]:
+def pretraining_documents(zoo: Zoo, cfg: OrchestraConfig, families=None) -> List[str]:
     """The tiny base model's pre-training text: train questions, the zoo's answers to them, the
-    preference texts and the tool-call syntax with every expert equally often (no routing in it)."""
+    preference texts and the tool-call syntax with every expert equally often (no routing in it).
+    Other task families add their problems and their tools' descriptions, not their solutions."""
     docs: List[str] = []
+    for fam, pool in (families.train.items() if families else []):
+        if fam != "frames":
+            docs.extend(q.problem for q in pool)
+            docs.extend({q.toolset: families.toolsets[q.toolset][0] for q in pool}.values())
     for q in zoo.train:
         docs.append(q.problem)
         for s in zoo.slots:

@@ -115,4 +115,4 @@ def test_resume_after_interruption_continues_step_and_data_position(run, frames_
             got.append(r["question_id"])
     assert got == expected
     state = json.load(open(os.path.join(run_dir, "checkpoints", "step_000003", "state.json")))
-    assert state["step"] == 3 and state["data_position"] == sampler.position
+    assert state["step"] == 3 and state["data_position"] == {"frames": sampler.position}
