@@ -353,7 +353,8 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
         if cfg.warm_start.enabled:
             t0 = time.time()
             losses = tr.warm_start(policy_path)
-            progress.note(f"warm start: {cfg.warm_start.examples} God-model demonstrations x {len(losses)} epoch(s), "
+            kind = "God-model demonstrations" if tr.families.names == [FRAMES] else "demonstrations (God model on FRAMES, reference solutions elsewhere)"
+            progress.note(f"warm start: {cfg.warm_start.examples} {kind} x {len(losses)} epoch(s), "
                           f"loss per epoch {', '.join(f'{x:.3f}' for x in losses)} ({time.time() - t0:.0f}s)")
             summary["warm_start_loss"] = losses
         ray.get(tr.learner.publish.remote())

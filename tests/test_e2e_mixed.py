@@ -23,12 +23,14 @@ def run(tmp_path_factory, frames_dir):
     cache = tmp_path_factory.mktemp("cache")
     mp = pytest.MonkeyPatch()
     secret_values = {name: f"sk-{name.lower()}-{secrets.token_hex(16)}" for name in SECRET_VARS}
-    token = secrets.token_hex(32)
     for name, value in secret_values.items():
         mp.setenv(name, value)
-    # The local cluster the run starts uses this token for every RPC and HTTP call.
+    # Token authentication on: the local cluster the run starts authenticates every call with the
+    # token in ~/.ray/auth_token, generated on first use (a process keeps the token it first read,
+    # so the test uses that file rather than a token of its own).
     mp.setenv("RAY_AUTH_MODE", "token")
-    mp.setenv("RAY_AUTH_TOKEN", token)
+    mp.delenv("RAY_AUTH_TOKEN", raising=False)
+    mp.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
     try:
         args = [
             "train", "mixed",
@@ -55,6 +57,9 @@ def run(tmp_path_factory, frames_dir):
         assert main(args) == 0
     finally:
         mp.undo()
+    with open(os.path.expanduser("~/.ray/auth_token")) as f:
+        token = f.read().strip()
+    assert len(token) >= 32
     return os.path.join(root, "mixed"), list(secret_values.values()) + [token]
 
 
