@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from typing import Any, Deque, Dict, List, Optional, Set
 
@@ -120,10 +121,8 @@ class CodeInterpreterPool:
         for group in (self.workers, self.idle):
             if slot in group:
                 group.remove(slot)
-        try:
+        with contextlib.suppress(Exception):  # already gone: nothing left to stop
             ray.kill(slot.handle)
-        except Exception:  # already gone: nothing left to stop
-            pass
 
     def _release(self, slot: _Slot) -> None:
         """A free worker goes to the longest-waiting call, else back to the idle list."""

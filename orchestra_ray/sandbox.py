@@ -11,6 +11,7 @@ only a sandbox that cannot start at all raises SandboxUnavailable.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import selectors
@@ -255,6 +256,16 @@ def run_code(code: str, cfg: SandboxConfig) -> CodeResult:
         shutil.rmtree(workspace, ignore_errors=True)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
 def remove_stale_workspaces(root: Optional[str] = None) -> int:
     """Removes the workspaces of processes that died during a call (their own clean-up never ran);
     returns how many."""
@@ -264,13 +275,8 @@ def remove_stale_workspaces(root: Optional[str] = None) -> int:
         pid = name[len(WORKSPACE_PREFIX):].split("-", 1)[0] if name.startswith(WORKSPACE_PREFIX) else ""
         if not pid.isdigit():
             continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # its maker is alive and removes it itself
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
+        if _alive(int(pid)):
+            continue  # its maker removes it itself
         shutil.rmtree(os.path.join(root, name), ignore_errors=True)
         removed += 1
     return removed
@@ -380,7 +386,5 @@ def _has_exited(proc: subprocess.Popen) -> bool:
 
 def _kill_group(proc: subprocess.Popen) -> None:
     if proc.returncode is None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass

@@ -5,22 +5,18 @@ endpoint echoes a rejected key back. A real HTTP server on loopback checks the k
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 import traceback
 
 import pytest
 import ray
-import uvicorn
-from starlette.applications import Starlette
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from actors.experts import make_expert, start_experts
 from orchestra_ray.config import ConfigError, ExpertSlotConfig, load_config
 from orchestra_ray.experts import ExpertError, ExpertRequest, ExpertResponse
 from orchestra_ray.pricing import ExpertPrice
+
+from loopback_server import chat_server
 
 KEY = "sk-test-4f9c2e7a1b8d6053"  # what the server accepts
 WRONG = "sk-test-0000deadbeef9999"  # set in another variable: the server rejects it
@@ -48,20 +44,8 @@ async def completions(request):
 
 @pytest.fixture(scope="module")
 def server():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    srv.should_exit = True
-    thread.join(timeout=5)
+    with chat_server(completions) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

@@ -2,18 +2,16 @@
 response, retries on 429 and 5xx, a clear ExpertError when the endpoint keeps failing or is slow."""
 
 import socket
-import threading
 import time
 
 import pytest
-import uvicorn
-from starlette.applications import Starlette
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from orchestra_ray.experts import ExpertError, ExpertRequest
 from orchestra_ray.openai_expert import OpenAIExpert
 from orchestra_ray.pricing import ExpertPrice, PriceTable
+
+from loopback_server import chat_server
 
 STATE = {"fail_first": 0, "status": 429, "calls": 0, "delay": 0.0, "seen": []}
 
@@ -35,20 +33,8 @@ async def completions(request):
 
 @pytest.fixture(scope="module")
 def server():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    srv.should_exit = True
-    thread.join(timeout=5)
+    with chat_server(completions) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
