@@ -54,19 +54,20 @@ def tool_share(rows: Sequence[dict]) -> Dict[str, float]:
     return {k: v / total for k, v in sorted(counts.items())}
 
 
-def summarise_families(scored: Sequence[dict]) -> Dict[str, Dict[str, float]]:
-    """Per task family: reward, accuracy (success rate), cost, latency and tool-call share."""
+def summarise_families(scored: Sequence[dict], reward_key: str = "eval_reward") -> Dict[str, Dict[str, float]]:
+    """Per task family: reward, accuracy (success rate), cost, latency and tool-call share; training
+    steps pass reward_key="reward" (the group-normalised reward)."""
     groups: Dict[str, List[dict]] = defaultdict(list)
     for r in scored:
         groups[r.get("family", "frames")].append(r)
-    return {name: {**_means(rows), "tool_share": tool_share(rows)} for name, rows in sorted(groups.items())}
+    return {name: {**_means(rows, reward_key), "tool_share": tool_share(rows)} for name, rows in sorted(groups.items())}
 
 
-def _means(rows: Sequence[dict]) -> Dict[str, float]:
+def _means(rows: Sequence[dict], reward_key: str = "eval_reward") -> Dict[str, float]:
     n = len(rows)
     return {
         "n": n,
-        "reward": sum(r["eval_reward"] for r in rows) / n,
+        "reward": sum(r[reward_key] for r in rows) / n,
         "accuracy": sum(r["metrics"][OUTCOME] for r in rows) / n,
         "cost": sum(r["metrics"][COST] for r in rows) / n,
         "latency": sum(r["metrics"][LATENCY] for r in rows) / n,

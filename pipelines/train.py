@@ -39,7 +39,7 @@ from orchestra_ray.config import ConfigError, OrchestraConfig
 from orchestra_ray.demos import god_model_demo, scripted_demo
 from orchestra_ray.episode import EpisodeLimits
 from orchestra_ray.evaluation import (anchor_metrics, paired_bootstrap, per_question_reward, score_records, summarise,
-                                      summarise_families, tool_share)
+                                      summarise_families)
 from orchestra_ray.preferences import COST, LATENCY, OUTCOME
 from orchestra_ray.reward import orchestration_reward
 from orchestra_ray.task import ARITHMETIC, FRAMES, MixedTaskSampler, Task, demo_tasks, eval_tasks
@@ -227,7 +227,7 @@ class Trainer:
             "learn_s": t_learn,
             "filters": counts.as_dict(),
             "cost_by_profile": _mean_by(records, "preference_profile", lambda g: g["metrics"][COST]),
-            "families": _family_metrics(records) if len(self.families.train) > 1 else {},
+            "families": summarise_families(records, "reward") if len(self.families.train) > 1 else {},
             **{k: v for k, v in stats.items() if k != "version"},
         }
         with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
@@ -280,16 +280,6 @@ def _tokenizer(path: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
-
-
-def _family_metrics(records: List[dict]) -> Dict[str, Dict]:
-    out: Dict[str, Dict] = {}
-    for fam in sorted({g["family"] for g in records}):
-        rows = [g for g in records if g["family"] == fam]
-        n = len(rows)
-        out[fam] = {"reward": sum(g["reward"] for g in rows) / n, "accuracy": sum(g["metrics"][OUTCOME] for g in rows) / n,
-                    "cost": sum(g["metrics"][COST] for g in rows) / n, "tool_share": tool_share(rows)}
-    return out
 
 
 def _mean_by(records: List[dict], key: str, value) -> Dict[str, float]:
