@@ -74,6 +74,56 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_submit(args) -> int:
+    from pipelines import submit as job
+
+    config_arg, overrides = _split_args(args.items)
+    path = _config_path(config_arg)
+    entrypoint, runtime_env, cfg = job.job_spec(path, overrides, resolve_paths=args.resolve_paths)
+    client = job.job_client(args.address)
+    job_id = job.submit(client, entrypoint, runtime_env, args.job_id)
+    address = client.get_address()
+    where = os.path.join(cfg.run.root, cfg.run.name or f"{os.path.splitext(os.path.basename(path))[0]}-<time>")
+    print(f"submitted job {job_id} to {address}\n"
+          f"  run directory: {where}{'' if args.resolve_paths else ' (on the cluster)'}\n"
+          f"  logs:   orchestra-ray job logs {job_id} --follow --address {address}\n"
+          f"  status: orchestra-ray job status {job_id} --address {address}\n"
+          f"  stop:   orchestra-ray job stop {job_id} --address {address}", flush=True)
+    return _follow(client, job_id) if args.follow else 0
+
+
+def _follow(client, job_id: str) -> int:
+    from pipelines import submit as job
+
+    try:
+        status = job.follow(client, job_id)
+    except KeyboardInterrupt:
+        print(f"orchestra-ray: stopped following; job {job_id} goes on (orchestra-ray job stop {job_id} "
+              f"--address {client.get_address()} stops it)", file=sys.stderr)
+        return 130
+    print(f"job {job_id} {status}", flush=True)
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def cmd_job(args) -> int:
+    from pipelines import submit as job
+
+    client = job.job_client(args.address)
+    if args.action == "status":
+        info = job.job_info(client, args.job_id)
+        message = (info.message or "").strip().splitlines()
+        print(f"{args.job_id}: {info.status}" + (f" ({message[0]})" if message else ""))
+        print(f"  entrypoint: {info.entrypoint}")
+    elif args.action == "logs":
+        if args.follow:
+            return _follow(client, args.job_id)
+        print(job.job_logs(client, args.job_id), end="", flush=True)
+    else:
+        running = job.stop_job(client, args.job_id)
+        print(f"job {args.job_id}: " + ("asked to stop" if running else "not running; nothing to stop"))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="orchestra-ray", description="Train tool-orchestrating policies with GRPO on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,18 +132,46 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="a YAML file or a shipped config name (default: quickstart), then dotted overrides")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    p.set_defaults(run=cmd_train)
+
+    address = argparse.ArgumentParser(add_help=False)
+    address.add_argument("--address", default=None,
+                         help="the cluster's job server, e.g. http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS, "
+                              "else RAY_ADDRESS, else http://127.0.0.1:8265)")
+    p = sub.add_parser("submit", parents=[address], help="run `train` as a Ray job on a cluster")
+    p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]", help="as for train")
+    p.add_argument("--follow", action="store_true", help="print the job's logs until it ends; exit 1 unless it succeeded")
+    p.add_argument("--job-id", default=None, help="the job's submission id (default: one Ray makes up)")
+    p.add_argument("--no-resolve-paths", dest="resolve_paths", action="store_false",
+                   help="keep relative paths of the config relative to the job's copy of the project "
+                        "(default: made absolute on this machine, for a local cluster or shared storage)")
+    p.set_defaults(run=cmd_submit)
+    p = sub.add_parser("job", help="status, logs or stop of a submitted job")
+    actions = p.add_subparsers(dest="action", required=True)
+    for action, text in (("status", "the job's status"), ("logs", "the job's logs"), ("stop", "stop the job")):
+        a = actions.add_parser(action, parents=[address], help=text)
+        a.add_argument("job_id", metavar="JOB_ID")
+        if action == "logs":
+            a.add_argument("--follow", action="store_true", help="print the logs until the job ends")
+    p.set_defaults(run=cmd_job)
     args = parser.parse_args(argv)
+    if args.command in ("submit", "job"):
+        from pipelines.submit import default_address
+
+        args.address = args.address or default_address()
 
     from orchestra_ray.config import ConfigError
     from orchestra_ray.frames import DataError
+    from pipelines.submit import JobError
 
     try:
-        return cmd_train(args)
-    except (ConfigError, DataError, FileExistsError, FileNotFoundError) as exc:
+        return args.run(args)
+    except (ConfigError, DataError, FileExistsError, FileNotFoundError, JobError) as exc:
         print(f"orchestra-ray: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("orchestra-ray: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+        hint = "; continue with --resume RUN_DIR" if args.command == "train" else ""
+        print(f"orchestra-ray: interrupted{hint}", file=sys.stderr)
         return 130
 
 
