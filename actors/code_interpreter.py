@@ -16,6 +16,7 @@ from typing import Any, Deque, Dict, List, Optional, Set
 
 import ray
 
+from actors.metrics import record
 from orchestra_ray.sandbox import (CodeResult, SandboxConfig, SandboxUnavailable, check_sandbox, failed, plain_pool_config,
                                    plain_sandbox_config, remove_stale_workspaces, run_code, validate_sandbox_config)
 
@@ -24,10 +25,13 @@ from orchestra_ray.sandbox import (CodeResult, SandboxConfig, SandboxUnavailable
 class CodeWorker:
     """Runs programs in the sandbox of the node it lives on, which it checks once at start."""
 
-    def __init__(self, cfg: SandboxConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: SandboxConfig, index: int = 0):
+        self.cfg, self.index = cfg, index
         remove_stale_workspaces()  # a worker killed during a call (it was replaced by us) left one
         self.unavailable = check_sandbox(cfg)
+
+    def __repr__(self) -> str:  # the actor's name in the dashboard and in log prefixes
+        return f"CodeWorker[{self.index}]"
 
     def ready(self) -> Optional[str]:
         """None when this node can run sandboxed code, else why not."""
@@ -90,7 +94,8 @@ class CodeInterpreterPool:
         self._reaper = asyncio.ensure_future(self._reap())
 
     def _spawn(self) -> _Slot:
-        slot = _Slot(CodeWorker.options(num_cpus=self.pool.num_cpus).remote(self.sandbox))
+        slot = _Slot(CodeWorker.options(num_cpus=self.pool.num_cpus, resources=dict(self.pool.resources)).remote(
+            self.sandbox, len(self.workers) + self.counts["replaced"] + self.counts["shrunk"]))
         self.workers.append(slot)
         return slot
 
@@ -175,6 +180,7 @@ class CodeInterpreterPool:
         res = await self._execute(code)
         if not res.ok:
             self.counts["errors"] += 1
+            record("orchestra_sandbox_failures", 1, {"reason": res.failure_kind()})
         return res
 
     async def _execute(self, code: Any) -> CodeResult:

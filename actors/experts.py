@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import ray
 
+from actors.metrics import record
 from orchestra_ray.config import ConfigError, ExpertSlotConfig, OrchestraConfig
 from orchestra_ray.experts import ExpertError, ExpertRequest, ExpertResponse, ReplayExpert
 from orchestra_ray.frames import load_responses
@@ -51,11 +52,16 @@ class ExpertActor:
     def respond(self, request: ExpertRequest) -> Union[ExpertResponse, ExpertError]:
         # An expert's failure is returned, not raised: it is data for the episode, not a crash.
         if self.expert is None:
+            record("orchestra_expert_errors", 1, {"expert": self.slot})
             return ExpertError(self.error[1])
         try:
             return self.expert.respond(request)
         except ExpertError as exc:
+            record("orchestra_expert_errors", 1, {"expert": self.slot})
             return exc
+
+    def __repr__(self) -> str:
+        return f"Expert[{self.slot}]"
 
     def startup_error(self) -> Optional[Tuple[str, str]]:
         """(kind, one-line reason) when the backend did not start; None when it did."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import ray
 
 from actors.common import quiet_torch_process
+from actors.metrics import record
 from actors.tool_client import RayToolClient
 from actors.weight_transport import pull_if_newer
 from orchestra_ray.chat import ChatFormat, user_message
@@ -45,11 +47,19 @@ class RolloutWorker:
         self.client = RayToolClient(experts, code_pool, search)
         self.version = -1
 
+    def __repr__(self) -> str:  # the actor's name in the dashboard and in log prefixes
+        return f"RolloutWorker[{self.index}]"
+
+    def ready(self) -> int:
+        return self.index
+
     def sync_weights(self) -> int:
+        t0 = time.perf_counter()
         update = pull_if_newer(self.store, self.version)
         if update is not None:
             self.version, weights = update
             self.engine.load_weights(weights)
+            record("orchestra_weight_sync_seconds", time.perf_counter() - t0)
         return self.version
 
     def run_groups(self, tasks: List[Task], group_size: int, temperature: float, seed: int) -> List[dict]:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from orchestra_ray.bwrap import WORKSPACE, bwrap_argv, sandbox_uid
@@ -67,6 +67,8 @@ class CodePoolConfig:
     max_workers: int = 4
     idle_s: float = 60.0  # a worker beyond min_workers idle this long is stopped
     num_cpus: float = 0.25  # Ray CPUs reserved per worker
+    # Custom resources per worker, e.g. {tool: 1}: code workers then land on the nodes meant for them.
+    resources: Dict[str, float] = field(default_factory=dict)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -82,6 +84,16 @@ class CodeResult:
     error: str  # "" when ok, else a short reason
     wall_s: float
     truncated: bool  # stdout or stderr is not the program's whole output
+
+    def failure_kind(self) -> str:
+        """A coarse reason for metrics: timeout, output, signal, exit, or unavailable ("" when ok)."""
+        if self.ok:
+            return ""
+        if self.error.startswith("timed out"):
+            return "timeout"
+        if self.exit_code is None:
+            return "output" if "output" in self.error else "unavailable"
+        return "signal" if self.exit_code < 0 else "exit"
 
     def observation(self, max_chars: int) -> str:
         """What the policy reads: stdout, the tail of stderr, then `error: ...` when the call failed,
@@ -168,7 +180,9 @@ def plain_sandbox_config(cfg: Any) -> SandboxConfig:
 
 
 def plain_pool_config(cfg: Any) -> CodePoolConfig:
-    return CodePoolConfig(**{k: getattr(cfg, k) for k in CodePoolConfig.__dataclass_fields__})
+    plain = {k: getattr(cfg, k) for k in CodePoolConfig.__dataclass_fields__}
+    plain["resources"] = dict(plain["resources"])
+    return CodePoolConfig(**plain)
 
 
 def _missing_bwrap(cfg: SandboxConfig) -> str:

@@ -17,16 +17,33 @@ def connect(cfg: OrchestraConfig, address: Optional[str] = None) -> str:
     if address:
         ray.init(address=address, namespace=cfg.cluster.namespace, runtime_env=env, log_to_driver=True)
         return f"joined Ray cluster at {address}"
+    c = cfg.cluster
+    extra = {"_metrics_export_port": c.metrics_export_port} if c.metrics_export_port else {}
     ray.init(
-        num_cpus=cfg.cluster.num_cpus or os.cpu_count(),
-        namespace=cfg.cluster.namespace,
+        num_cpus=c.num_cpus or os.cpu_count(),
+        namespace=c.namespace,
         runtime_env=env,
-        include_dashboard=False,
+        include_dashboard=c.include_dashboard,
+        dashboard_host=c.dashboard_host,
+        dashboard_port=c.dashboard_port,
         log_to_driver=True,
         configure_logging=True,
         logging_level="WARNING",
+        **extra,
     )
-    return f"started a local Ray cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+    url = dashboard_url()
+    return f"started a local Ray cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs)" + (f"; dashboard: {url}" if url else "")
+
+
+def dashboard_url() -> str:
+    """The connected cluster's dashboard as an http URL, or "" when it runs without one."""
+    from ray._private.worker import get_dashboard_url  # no public accessor once ray.init has returned
+
+    try:
+        url = get_dashboard_url() or ""
+    except Exception:  # the GCS has no dashboard address: the cluster runs without a dashboard
+        url = ""
+    return f"http://{url}" if url and not url.startswith("http") else url
 
 
 def check_placement(cfg: OrchestraConfig) -> None:
@@ -34,8 +51,12 @@ def check_placement(cfg: OrchestraConfig) -> None:
     total = ray.cluster_resources()
     r, t = cfg.rollout, cfg.trainer
     tools = _tool_cpus(cfg)
-    need_cpu = r.num_workers * r.num_cpus_per_worker + 2 * t.num_cpus + tools  # learner + reference + tools
-    need_gpu = r.num_workers * r.num_gpus_per_worker + 2 * t.num_gpus
+    # Actors asking for a custom resource go to the nodes that carry it, which an autoscaler may
+    # add later: only those placed on today's CPUs and GPUs are counted.
+    workers = 0 if r.resources else r.num_workers
+    learners = 0 if t.resources else 2  # learner + reference
+    need_cpu = workers * r.num_cpus_per_worker + learners * t.num_cpus + tools
+    need_gpu = workers * r.num_gpus_per_worker + learners * t.num_gpus
     if need_cpu > total.get("CPU", 0) + 1e-9:
         raise ConfigError(
             f"invalid value for config key 'rollout.num_workers': {r.num_workers} workers x "
@@ -52,5 +73,6 @@ def check_placement(cfg: OrchestraConfig) -> None:
 def _tool_cpus(cfg: OrchestraConfig) -> float:
     """CPUs the tool actors hold from the start: the warm code workers and the search actor."""
     t = cfg.tools
-    cpus = t.code_pool.min_workers * t.code_pool.num_cpus if cfg.families.weights.get("arithmetic", 0) > 0 else 0.0
+    code = cfg.families.weights.get("arithmetic", 0) > 0 and not t.code_pool.resources
+    cpus = t.code_pool.min_workers * t.code_pool.num_cpus if code else 0.0
     return cpus + (t.search.num_cpus if t.search.corpus else 0.0)

@@ -65,4 +65,6 @@ def format_summary(s: Dict, peak_gb: Optional[float], memory_scope: str = "drive
         lines.append(f"cost-first profile, cost per question: ${c['warm_start']:.5f} -> ${c['final']:.5f}  (x{c['ratio']:.2f})")
     lines.append(f"checkpoint: {s.get('checkpoint')}")
     lines.append(f"run directory: {s['run_dir']}")
+    if s.get("dashboard_url"):
+        lines.append(f"Ray dashboard: {s['dashboard_url']} (metrics: orchestra_* in its Metrics view and on Prometheus)")
     return "\n".join(lines)
