@@ -35,6 +35,11 @@ class ClusterConfig:
     address: Optional[str] = None  # None: embedded local cluster (or RAY_ADDRESS if set)
     num_cpus: Optional[int] = None  # embedded cluster only; None sizes it to the machine
     namespace: str = "orchestra-ray"
+    # The embedded cluster's dashboard; loopback unless a user opens it on purpose.
+    include_dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8265
+    metrics_export_port: Optional[int] = None  # Prometheus endpoint of the embedded cluster (None: Ray picks)
 
 
 @dataclass
@@ -123,6 +128,18 @@ class PolicyConfig:
 
 
 @dataclass
+class AutoscaleConfig:
+    """The rollout pool grows when a step's queue of groups is longer than its workers serve within
+    the step, and releases workers idle past a timeout; num_workers is the starting size."""
+
+    enabled: bool = False
+    min_workers: int = 1
+    max_workers: int = 4
+    groups_per_worker: int = 4  # groups one worker serves in a step; also the size of a dispatched batch
+    idle_timeout_s: float = 30.0
+
+
+@dataclass
 class RolloutConfig:
     num_workers: int = 2
     group_size: int = 8
@@ -135,6 +152,10 @@ class RolloutConfig:
     num_cpus_per_worker: float = 0.5
     num_gpus_per_worker: float = 0.0
     torch_threads: int = 1
+    # Custom resources each worker asks for, e.g. {rollout: 1} on clusters whose rollout nodes
+    # advertise them; an autoscaler then adds such nodes when workers are waiting for one.
+    resources: Dict[str, float] = field(default_factory=dict)
+    autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
 
 
 @dataclass
@@ -170,6 +191,7 @@ class TrainerConfig:
     num_cpus: float = 0.5
     num_gpus: float = 0.0
     torch_threads: int = 2
+    resources: Dict[str, float] = field(default_factory=dict)  # custom resources of the learner and reference
 
 
 @dataclass
@@ -369,6 +391,18 @@ def validate(cfg: OrchestraConfig) -> None:
     _require(r.max_turns >= 1, "rollout.max_turns", "must be at least 1")
     _require(r.max_new_tokens >= 1, "rollout.max_new_tokens", "must be at least 1")
     _require(r.temperature >= 0, "rollout.temperature", "must not be negative")
+    a = r.autoscale
+    if a.enabled:
+        _require(a.min_workers >= 1, "rollout.autoscale.min_workers", "must be at least 1")
+        _require(a.max_workers >= a.min_workers, "rollout.autoscale.max_workers", "must be at least rollout.autoscale.min_workers")
+        _require(a.min_workers <= r.num_workers <= a.max_workers, "rollout.num_workers",
+                 f"the starting size {r.num_workers} must lie within rollout.autoscale.min_workers..max_workers")
+        _require(a.groups_per_worker >= 1, "rollout.autoscale.groups_per_worker", "must be at least 1")
+        _require(a.idle_timeout_s >= 0, "rollout.autoscale.idle_timeout_s", "must not be negative")
+    for key, res in (("rollout.resources", r.resources), ("trainer.resources", t.resources)):
+        for name, amount in res.items():
+            _require(name not in ("CPU", "GPU", "memory"), f"{key}.{name}", "set CPUs and GPUs with their own keys")
+            _require(amount > 0, f"{key}.{name}", "must be positive")
     _require(t.lr > 0, "trainer.lr", "must be positive")
     _require(t.steps >= 0, "trainer.steps", "must not be negative")
     _require(0 <= t.clip_low < 1, "trainer.clip_low", "must be in [0, 1)")

@@ -28,7 +28,9 @@ from omegaconf import OmegaConf
 from actors.experts import start_experts
 from actors.code_interpreter import start_code_pool
 from actors.learner import Learner
+from actors.metrics import record_step
 from actors.reference_model import ReferenceModel
+from actors.rollout_pool import RolloutPool
 from actors.rollout_worker import RolloutSpec, RolloutWorker
 from actors.search_tool import start_search_actor
 from actors.weight_transport import WeightStore
@@ -45,14 +47,10 @@ from orchestra_ray.reward import orchestration_reward
 from orchestra_ray.task import ARITHMETIC, FRAMES, MixedTaskSampler, Task, demo_tasks, eval_tasks
 from orchestra_ray.tiny_model import tiny_policy_path
 from orchestra_ray.trajectory import trajectory_rows
+from pipelines.cluster import dashboard_url
 from pipelines.families import Families, load_families
 from pipelines.progress import Progress
 from pipelines.zoo import Zoo, pretraining_documents, tokenizer_corpus
-
-
-def _split(items: List, parts: int) -> List[List]:
-    size = -(-len(items) // parts)
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class Trainer:
@@ -79,7 +77,7 @@ class Trainer:
         self.store = WeightStore.remote()
         self.experts = start_experts(cfg, cfg.data.path)
         t = cfg.trainer
-        self.learner = Learner.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus).remote(
+        self.learner = Learner.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, resources=dict(t.resources)).remote(
             policy_path, self.store, t, cfg.policy.dtype, cfg.policy.device, cfg.run.seed
         )
         self.start_tools()
@@ -88,11 +86,13 @@ class Trainer:
                                domain_call_latency_s=cfg.tools.domain_call_latency_s)
         spec = RolloutSpec(policy_path, self.families.toolsets, tuple(self.zoo.slots), limits, self.families.domains,
                            cfg.policy.dtype, cfg.policy.device, r.torch_threads, r.max_batch_size)
-        self.workers = [
-            RolloutWorker.options(num_cpus=r.num_cpus_per_worker, num_gpus=r.num_gpus_per_worker).remote(
+
+        def make_worker(i: int):
+            return RolloutWorker.options(num_cpus=r.num_cpus_per_worker, num_gpus=r.num_gpus_per_worker,
+                                         resources=dict(r.resources)).remote(
                 spec, self.experts, self.store, i, self.code_pool, self.search)
-            for i in range(r.num_workers)
-        ]
+
+        self.pool = RolloutPool(make_worker, r.num_workers, r.autoscale, r.resources)
         ray.get([a.ready.remote() for a in self.experts.values()])
 
     def start_tools(self) -> None:
@@ -111,7 +111,7 @@ class Trainer:
 
     def start_reference(self, path: str) -> None:
         t = self.cfg.trainer
-        self.reference = ReferenceModel.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus).remote(
+        self.reference = ReferenceModel.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, resources=dict(t.resources)).remote(
             path, self.cfg.policy.dtype, self.cfg.policy.device, t.torch_threads, t.micro_batch_size
         )
 
@@ -146,9 +146,7 @@ class Trainer:
         return observe
 
     def rollout(self, tasks: List[Task], group_size: int, temperature: float, seed: int) -> List[dict]:
-        chunks = _split(tasks, len(self.workers))
-        refs = [w.run_groups.remote(chunk, group_size, temperature, seed * 1000 + i) for i, (w, chunk) in enumerate(zip(self.workers, chunks))]
-        return [rec for part in ray.get(refs) for rec in part]
+        return self.pool.run(tasks, group_size, temperature, seed)
 
     def evaluate(self, label: str) -> Dict:
         cfg = self.cfg
@@ -230,8 +228,10 @@ class Trainer:
             "families": summarise_families(records, "reward") if len(self.families.train) > 1 else {},
             **{k: v for k, v in stats.items() if k != "version"},
         }
+        metrics["rollout_workers"] = self.pool.size()["ready"]
         with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps(metrics) + "\n")
+        record_step(metrics, records, metrics["weight_version"])
         return metrics
 
     def write_trajectories(self, records: List[dict]) -> None:
@@ -336,7 +336,7 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
     tr.start_actors(policy_path)
     warm_dir = os.path.join(ckpt.checkpoints_dir(run_dir), "warm_start")
     latest = ckpt.latest_checkpoint(run_dir) if resume else None
-    summary: Dict = {"run_dir": os.path.abspath(run_dir)}
+    summary: Dict = {"run_dir": os.path.abspath(run_dir), "dashboard_url": dashboard_url()}
     if resume and not os.path.isfile(os.path.join(warm_dir, "state.json")):
         raise FileNotFoundError(f"{run_dir} has no complete warm-start checkpoint to resume from; start a new run")
     if not resume:

@@ -1,6 +1,10 @@
 import os
 
-import pytest
+# Token authentication on for every cluster the tests start or join, as Ray 2.60 runs by default.
+# A process reads the mode when it imports ray, so it is set here, before any test module does.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
