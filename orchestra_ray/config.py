@@ -38,7 +38,7 @@ class ClusterConfig:
     # The embedded cluster's dashboard; loopback unless a user opens it on purpose.
     include_dashboard: bool = True
     dashboard_host: str = "127.0.0.1"
-    dashboard_port: int = 8265
+    dashboard_port: Optional[int] = None  # None: 8265, or the next free port when another cluster has it
     metrics_export_port: Optional[int] = None  # Prometheus endpoint of the embedded cluster (None: Ray picks)
 
 

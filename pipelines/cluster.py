@@ -16,16 +16,18 @@ def connect(cfg: OrchestraConfig, address: Optional[str] = None) -> str:
     env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}}
     if address:
         ray.init(address=address, namespace=cfg.cluster.namespace, runtime_env=env, log_to_driver=True)
-        return f"joined Ray cluster at {address}"
+        url = dashboard_url()
+        return f"joined Ray cluster at {address}" + (f"; dashboard: {url}" if url else "")
     c = cfg.cluster
     extra = {"_metrics_export_port": c.metrics_export_port} if c.metrics_export_port else {}
+    if c.dashboard_port:
+        extra["dashboard_port"] = c.dashboard_port
     ray.init(
         num_cpus=c.num_cpus or os.cpu_count(),
         namespace=c.namespace,
         runtime_env=env,
         include_dashboard=c.include_dashboard,
         dashboard_host=c.dashboard_host,
-        dashboard_port=c.dashboard_port,
         log_to_driver=True,
         configure_logging=True,
         logging_level="WARNING",
