@@ -11,6 +11,7 @@ import ray
 from actors.metrics import record
 from orchestra_ray.config import ConfigError, ExpertSlotConfig, OrchestraConfig
 from orchestra_ray.experts import ExpertError, ExpertRequest, ExpertResponse, ReplayExpert
+from orchestra_ray.failures import classify_exception
 from orchestra_ray.frames import load_responses
 from orchestra_ray.openai_expert import OpenAIExpert
 from orchestra_ray.pricing import ExpertPrice, PriceTable
@@ -129,5 +130,5 @@ class RayExpertClient:
             try:
                 out.append(ray.get(ref))
             except ray.exceptions.RayError as exc:
-                out.append(ExpertError(f"expert '{slot}' failed: {type(exc).__name__}"))
+                out.append(ExpertError(f"expert '{slot}' failed: {type(exc).__name__}", classify_exception(exc)))
         return out

@@ -12,6 +12,7 @@ import ray
 from actors.experts import RayExpertClient
 from orchestra_ray.episode import ToolOutcome
 from orchestra_ray.experts import ExpertError, ExpertRequest, ExpertResponse
+from orchestra_ray.failures import DATA, INFRASTRUCTURE, classify_exception
 
 
 class RayToolClient:
@@ -43,7 +44,7 @@ class RayToolClient:
                 res = ray.get(ref)
             except ray.exceptions.RayError as exc:
                 msg = f"tool '{name}' failed: {type(exc).__name__}"
-                out.append(ToolOutcome(f"error: {msg}", ok=False, error=msg))
+                out.append(ToolOutcome(f"error: {msg}", ok=False, error=msg, error_kind=classify_exception(exc)))
                 continue
             out.append(self._outcome(name, res, time.monotonic() - t0))
         return out
@@ -51,7 +52,11 @@ class RayToolClient:
     def _outcome(self, name: str, res, waited_s: float) -> ToolOutcome:
         # Latency is measured: the sandbox's own wall time, or (search) the wait for the answer.
         if name == "run_python":
-            return ToolOutcome(res.observation(self.max_output_chars), ok=res.ok, error=res.error, latency=res.wall_s)
+            # A sandbox that could not run the code is the cluster's fault; what the code did is the policy's.
+            kind = "" if res.ok else (INFRASTRUCTURE if res.failure_kind() == "unavailable" else DATA)
+            return ToolOutcome(res.observation(self.max_output_chars), ok=res.ok, error=res.error, latency=res.wall_s,
+                               error_kind=kind)
         text = str(res)
         failed = text.startswith("error:")
-        return ToolOutcome(text, ok=not failed, error=text[6:].strip() if failed else "", latency=waited_s)
+        return ToolOutcome(text, ok=not failed, error=text[6:].strip() if failed else "", latency=waited_s,
+                           error_kind=DATA if failed else "")

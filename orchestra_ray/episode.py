@@ -17,7 +17,9 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 from orchestra_ray.chat import ChatFormat
 from orchestra_ray.engine import Engine
 from orchestra_ray.experts import ExpertError, ExpertRequest, ExpertResponse
+from orchestra_ray.failures import DATA
 from orchestra_ray.grading import judge_free_text, judge_number
+from orchestra_ray.ledger import episode_id
 from orchestra_ray.parsing import FormatError, ToolCall, parse_tool_calls
 from orchestra_ray.preferences import COST, LATENCY, OUTCOME, calls_metric
 from orchestra_ray.task import ARITHMETIC, DOMAIN, Task
@@ -36,6 +38,7 @@ class ToolOutcome:
     error: str = ""
     cost: float = 0.0
     latency: float = 0.0
+    error_kind: str = ""  # orchestra_ray.failures: infrastructure or data ("" when ok)
 
 
 class ExpertClient(Protocol):
@@ -76,6 +79,7 @@ class CallRecord:
     latency: float = 0.0
     ok: bool = True
     error: str = ""
+    error_kind: str = ""  # orchestra_ray.failures: infrastructure or data ("" when ok)
 
 
 @dataclass
@@ -223,7 +227,7 @@ def run_episodes(
         for (ep, call, slot), res in zip(pending, results):
             rec = CallRecord(turn, call.name, json.dumps(call.arguments), slot)
             if isinstance(res, Exception):
-                rec.ok, rec.error = False, str(res)[:300]
+                rec.ok, rec.error, rec.error_kind = False, str(res)[:300], getattr(res, "kind", DATA)
                 ep.calls.append(rec)
                 observations[index[id(ep)]] = f"error: {rec.error}"
                 continue
@@ -238,7 +242,8 @@ def run_episodes(
         outs = experts.run_tools([(c.name, c.arguments) for _, _, c in basic]) if basic else []
         for (i, ep, call), out in zip(basic, outs):
             ep.calls.append(CallRecord(turn, call.name, json.dumps(call.arguments), "", cost=out.cost,
-                                       latency=out.latency, ok=out.ok, error=out.error[:300]))
+                                       latency=out.latency, ok=out.ok, error=out.error[:300],
+                                       error_kind=out.error_kind or ("" if out.ok else DATA)))
             observations[i] = out.text[: limits.max_response_chars]
         for i, ep in enumerate(live):
             if ep.done:
@@ -257,12 +262,12 @@ def _domain_call(ep: Episode, call: ToolCall, turn: int, limits: EpisodeLimits) 
     rec = CallRecord(turn, call.name, json.dumps(call.arguments), "", latency=limits.domain_call_latency_s)
     ep.calls.append(rec)
     if ep.env is None:
-        rec.ok, rec.error = False, f"tool '{call.name}' needs a domain database and this task has none"
+        rec.ok, rec.error, rec.error_kind = False, f"tool '{call.name}' needs a domain database and this task has none", DATA
         return f"error: {rec.error}"
     try:
         return ep.env.call(call.name, call.arguments)[: limits.max_response_chars]
     except Exception as exc:  # DomainToolError, or a domain function's bug: data for the episode
-        rec.ok, rec.error = False, str(exc)[:300]
+        rec.ok, rec.error, rec.error_kind = False, str(exc)[:300], DATA
         return f"error: {rec.error}"
 
 
@@ -277,6 +282,7 @@ def episode_record(ep: Episode, slots: Sequence[str]) -> dict:
         "task_id": ep.task.task_id,
         "question_id": ep.task.question_id,
         "sample": ep.sample,
+        "episode_id": episode_id(ep.task.task_id, ep.sample),
         "weight_version": ep.weight_version,
         "token_ids": ep.token_ids,
         "loss_mask": ep.loss_mask,

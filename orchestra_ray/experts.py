@@ -11,7 +11,15 @@ from orchestra_ray.pricing import PriceTable
 
 
 class ExpertError(RuntimeError):
-    """The expert could not answer (missing record, endpoint failure)."""
+    """The expert could not answer (missing record, endpoint failure); `kind` says whose fault it
+    is (orchestra_ray.failures: infrastructure or data)."""
+
+    def __init__(self, message: str, kind: str = "data"):
+        super().__init__(message)
+        self.kind = kind
+
+    def __reduce__(self):  # keeps `kind` when Ray carries the error between processes
+        return (ExpertError, (str(self), self.kind))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Optional
 
 from orchestra_ray.config import ConfigError
 from orchestra_ray.experts import ExpertError, ExpertRequest, ExpertResponse
+from orchestra_ray.failures import INFRASTRUCTURE, classify_http_status
 from orchestra_ray.pricing import PriceTable
 
 REDACTED = "[redacted]"
@@ -64,13 +65,14 @@ class OpenAIExpert:
         limit = request.max_output_tokens or self.max_output_tokens
         who = f"expert '{self.slot}' ({self.model})"
         t0 = time.monotonic()
-        failure = None
+        failure, kind = None, INFRASTRUCTURE
         try:
             out = self.client.chat.completions.create(
                 model=self.model, messages=list(request.messages), **({"max_tokens": limit} if limit else {})
             )
         except self._openai.APIStatusError as exc:
             failure = f"{who} answered HTTP {exc.status_code}: {self._redact(str(exc))[:300]}"
+            kind = classify_http_status(exc.status_code)
         except self._openai.APITimeoutError:
             failure = f"{who} timed out"
         except self._openai.APIConnectionError as exc:
@@ -78,7 +80,7 @@ class OpenAIExpert:
         if failure is not None:
             # Raised outside the handler, so the client's exception (its request carries the key in
             # a header) is not kept as this error's context.
-            raise ExpertError(failure)
+            raise ExpertError(failure, kind)
         latency = time.monotonic() - t0
         if not out.choices:
             raise ExpertError(f"{who} returned no choices")

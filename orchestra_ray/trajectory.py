@@ -2,12 +2,13 @@
 
 Columns
   run_id, step, task_id, question_id, sample   ids (a group is the samples of one task_id)
+  episode_id                                   <task_id>#<sample>: unique within the step (the ledger's key)
   family, toolset                              task family (frames, domain, arithmetic), tools shown
   weight_version                               policy version that generated the sample
   token_ids, loss_mask, rollout_logprobs       the episode in tokens; mask 1 = policy token
   prompt_len, turns, finish_reason             shape of the episode
   tool_calls                                   list of {turn, name, arguments, expert, input_tokens,
-                                               output_tokens, cost, latency, ok, error}
+                                               output_tokens, cost, latency, ok, error, error_kind}
   format_errors                                kinds of format error, one per bad turn
   final_answer, answer_source, outcome         answer text, relayed slot or "text", correct?
   metrics, preference_profile, preference      M and P (map metric -> value)
@@ -33,6 +34,7 @@ CALL_TYPE = pa.struct(
         ("latency", pa.float64()),
         ("ok", pa.bool_()),
         ("error", pa.string()),
+        ("error_kind", pa.string()),
     ]
 )
 
@@ -43,6 +45,7 @@ TRAJECTORY_SCHEMA = pa.schema(
         ("task_id", pa.string()),
         ("question_id", pa.string()),
         ("sample", pa.int32()),
+        ("episode_id", pa.string()),
         ("family", pa.string()),
         ("toolset", pa.string()),
         ("weight_version", pa.int64()),
