@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -51,7 +52,7 @@ class RolloutWorker:
         return f"RolloutWorker[{self.index}]"
 
     def ready(self) -> int:
-        return self.index
+        return os.getpid()
 
     def sync_weights(self) -> int:
         t0 = time.perf_counter()

@@ -156,6 +156,11 @@ class RolloutConfig:
     # advertise them; an autoscaler then adds such nodes when workers are waiting for one.
     resources: Dict[str, float] = field(default_factory=dict)
     autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
+    # A batch lost with its worker (process killed, node gone, hung past batch_timeout_s) is
+    # re-issued to a live worker after retry_backoff_s x 2^(attempt-1), at most max_batch_retries times.
+    max_batch_retries: int = 3
+    retry_backoff_s: float = 1.0
+    batch_timeout_s: float = 0.0  # 0: no limit
 
 
 @dataclass
@@ -391,6 +396,9 @@ def validate(cfg: OrchestraConfig) -> None:
     _require(r.max_turns >= 1, "rollout.max_turns", "must be at least 1")
     _require(r.max_new_tokens >= 1, "rollout.max_new_tokens", "must be at least 1")
     _require(r.temperature >= 0, "rollout.temperature", "must not be negative")
+    _require(r.max_batch_retries >= 0, "rollout.max_batch_retries", "must not be negative")
+    _require(r.retry_backoff_s >= 0, "rollout.retry_backoff_s", "must not be negative")
+    _require(r.batch_timeout_s >= 0, "rollout.batch_timeout_s", "must not be negative (0: no limit)")
     a = r.autoscale
     if a.enabled:
         _require(a.min_workers >= 1, "rollout.autoscale.min_workers", "must be at least 1")

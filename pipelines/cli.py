@@ -161,6 +161,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.address = args.address or default_address()
 
     from orchestra_ray.config import ConfigError
+    from orchestra_ray.failures import StepFailed
     from orchestra_ray.frames import DataError
     from pipelines.submit import JobError
 
@@ -169,6 +170,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ConfigError, DataError, FileExistsError, FileNotFoundError, JobError) as exc:
         print(f"orchestra-ray: error: {exc}", file=sys.stderr)
         return 2
+    except StepFailed as exc:
+        print(f"orchestra-ray: error: {exc}; the last checkpoint is kept: continue with --resume RUN_DIR", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         hint = "; continue with --resume RUN_DIR" if args.command == "train" else ""
         print(f"orchestra-ray: interrupted{hint}", file=sys.stderr)

@@ -23,6 +23,9 @@ def connect(cfg: OrchestraConfig, address: Optional[str] = None) -> str:
     if c.dashboard_port:
         extra["dashboard_port"] = c.dashboard_port
     ray.init(
+        # "local": a new cluster even when another one runs on this machine (without it Ray joins
+        # the last cluster started here and refuses num_cpus).
+        address="local",
         num_cpus=c.num_cpus or os.cpu_count(),
         namespace=c.namespace,
         runtime_env=env,

@@ -42,6 +42,7 @@ from orchestra_ray.demos import god_model_demo, scripted_demo
 from orchestra_ray.episode import EpisodeLimits
 from orchestra_ray.evaluation import (anchor_metrics, paired_bootstrap, per_question_reward, score_records, summarise,
                                       summarise_families)
+from orchestra_ray.ledger import StepLedger
 from orchestra_ray.preferences import COST, LATENCY, OUTCOME
 from orchestra_ray.reward import orchestration_reward
 from orchestra_ray.task import ARITHMETIC, FRAMES, MixedTaskSampler, Task, demo_tasks, eval_tasks
@@ -92,7 +93,8 @@ class Trainer:
                                          resources=dict(r.resources)).remote(
                 spec, self.experts, self.store, i, self.code_pool, self.search)
 
-        self.pool = RolloutPool(make_worker, r.num_workers, r.autoscale, r.resources)
+        self.pool = RolloutPool(make_worker, r.num_workers, r.autoscale, r.resources, r.max_batch_retries,
+                                r.retry_backoff_s, r.batch_timeout_s)
         ray.get([a.ready.remote() for a in self.experts.values()])
 
     def start_tools(self) -> None:
@@ -145,8 +147,9 @@ class Trainer:
 
         return observe
 
-    def rollout(self, tasks: List[Task], group_size: int, temperature: float, seed: int) -> List[dict]:
-        return self.pool.run(tasks, group_size, temperature, seed)
+    def rollout(self, tasks: List[Task], group_size: int, temperature: float, seed: int,
+                ledger: Optional[StepLedger] = None) -> List[dict]:
+        return self.pool.run(tasks, group_size, temperature, seed, ledger)
 
     def evaluate(self, label: str) -> Dict:
         cfg = self.cfg
@@ -177,7 +180,9 @@ class Trainer:
         self.step += 1
         t0 = time.time()
         tasks = self.sampler.next_tasks(r.tasks_per_step, self.step)
-        records = self.rollout(tasks, r.group_size, r.temperature, seed=cfg.run.seed * 100_003 + self.step)
+        ledger = StepLedger(self.step)
+        records = self.rollout(tasks, r.group_size, r.temperature, seed=cfg.run.seed * 100_003 + self.step, ledger=ledger)
+        books = ledger.close()  # every issued episode completed exactly once, or the step fails here
         t_roll = time.time() - t0
         counts = FilterCounts()
         by_task: Dict[str, List[dict]] = {}
@@ -229,6 +234,7 @@ class Trainer:
             **{k: v for k, v in stats.items() if k != "version"},
         }
         metrics["rollout_workers"] = self.pool.size()["ready"]
+        metrics["ledger"] = {**books, "trained": len(kept), "trained_unique": len({g["episode_id"] for g in kept})}
         with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps(metrics) + "\n")
         record_step(metrics, records, metrics["weight_version"])
