@@ -229,6 +229,9 @@ class Trainer:
             "rollout_s": t_roll,
             "learn_s": t_learn,
             "filters": counts.as_dict(),
+            # Failed tool and expert calls by whose fault they were (orchestra_ray.failures).
+            "tool_failures": {kind: sum(1 for g in records for c in g["tool_calls"] if c.get("error_kind") == kind)
+                              for kind in ("infrastructure", "data")},
             "cost_by_profile": _mean_by(records, "preference_profile", lambda g: g["metrics"][COST]),
             "families": summarise_families(records, "reward") if len(self.families.train) > 1 else {},
             **{k: v for k, v in stats.items() if k != "version"},
