@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import List, Sequence
 
 import ray
@@ -11,13 +12,18 @@ from orchestra_ray.policy_update import reference_logprobs
 from orchestra_ray.tiny_model import load_policy
 
 
-@ray.remote
+# Its only state is the frozen weights it loads at start, and log-probs are a pure function of
+# them: a crashed reference model restarts, reloads and answers the retried call.
+@ray.remote(max_restarts=3, max_task_retries=3)
 class ReferenceModel:
     def __init__(self, policy_path: str, dtype: str = "float32", device: str = "cpu", torch_threads: int = 1, micro_batch_size: int = 16):
         quiet_torch_process(torch_threads)
         self.model, _ = load_policy(policy_path, dtype, device)
         self.model.eval()
         self.micro_batch_size = micro_batch_size
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def logprobs(self, token_ids: Sequence[Sequence[int]], temperature: float = 1.0) -> List[List[float]]:
         return reference_logprobs(self.model, token_ids, self.micro_batch_size, temperature)

@@ -29,8 +29,11 @@ TASKS, GROUP = 4, 4
 def start_trainer(cfg):
     zoo = load_zoo(cfg)
     tr = Trainer(cfg, zoo, new_run_dir(cfg, "quickstart"), Progress(), load_families(cfg, zoo))
-    tr.start_actors(tr.policy_path())
+    path = tr.policy_path()
+    tr.start_actors(path)
     ray.get(tr.learner.publish.remote())
+    if cfg.trainer.kl_coef > 0:
+        tr.start_reference(path)
     return tr
 
 
@@ -85,18 +88,21 @@ def small_cfg(tmp_path, frames_dir):
 
 
 def test_killed_rollout_workers_lose_no_episode(small_cfg):
-    cfg = small_cfg("run.name=kill", "rollout.num_workers=2", "cluster.num_cpus=2")
+    cfg = small_cfg("run.name=kill", "rollout.num_workers=2", "cluster.num_cpus=2", "trainer.kl_coef=0.01")
     connect(cfg)
     try:
         tr = start_trainer(cfg)
         kills, steps = 0, []
-        for _ in range(3):
+        for step in range(3):
+            if step == 2:  # the reference model dies between steps: it restarts and answers the retried call
+                os.kill(ray.get(tr.reference.pid.remote()), signal.SIGKILL)
             metrics, fired = step_with(tr, kill_a_busy_worker)
             kills += fired
             steps.append(metrics)
             check_books(tr.run_dir, metrics)
         assert kills >= 2, f"only {kills} workers were killed mid-step"
         assert [m["step"] for m in steps] == [1, 2, 3]
+        assert all(m["updated"] and "kl" in m for m in steps), steps[-1]
         assert sum(m["ledger"]["reissued"] for m in steps) >= 2 * (TASKS * GROUP // 2)  # a lost batch is half the step
         assert sum(m["ledger"]["failed_attempts"] for m in steps) == sum(m["ledger"]["reissued"] for m in steps)
         assert tr.pool.counts["replaced"] >= 2 and tr.pool.wait_ready(2, timeout_s=60) == 2  # replacements came up
