@@ -426,6 +426,7 @@ def validate(cfg: OrchestraConfig) -> None:
     )
     _require(0 < cfg.data.heldout_fraction < 1, "data.heldout_fraction", "must be in (0, 1)")
     _require(cfg.warm_start.lr > 0, "warm_start.lr", "must be positive")
+    _validate_ranges(cfg)
     names = [e.name for e in cfg.zoo.experts]
     _require(len(names) >= 1, "zoo.experts", "the zoo needs at least one expert")
     _require(len(set(names)) == len(names), "zoo.experts", f"slot names repeat: {names}")
@@ -451,6 +452,31 @@ def validate(cfg: OrchestraConfig) -> None:
                 profile_vector(p, names)
             except PreferenceError as exc:
                 raise ConfigError(f"invalid value for config key 'preferences.{key}': {exc}") from None
+
+
+# Counts, sizes and rates outside these bounds would only fail deep inside a worker, or train nothing.
+_AT_LEAST_ONE = ("rollout.max_total_tokens", "rollout.max_batch_size", "rollout.torch_threads", "trainer.epochs",
+                 "trainer.torch_threads", "warm_start.epochs", "warm_start.batch_size", "eval.bootstrap_samples",
+                 "zoo.max_response_chars", "policy.tiny.vocab_size", "policy.tiny.hidden_size",
+                 "policy.tiny.intermediate_size", "policy.tiny.num_hidden_layers", "policy.tiny.num_attention_heads",
+                 "policy.tiny.num_key_value_heads", "policy.tiny.head_dim", "policy.tiny.max_position_embeddings",
+                 "policy.tiny.pretrain_seq_len", "policy.tiny.pretrain_batch_size", "cluster.num_cpus")
+_NOT_NEGATIVE = ("policy.tiny.pretrain_steps", "warm_start.examples", "zoo.input_tokens_overhead",
+                 "rollout.num_cpus_per_worker", "rollout.num_gpus_per_worker", "trainer.num_cpus", "trainer.num_gpus",
+                 "trainer.weight_decay", "reward.eps", "eval.temperature", "data.max_train_questions",
+                 "data.max_heldout_questions")
+_FINITE_POSITIVE = ("trainer.lr", "warm_start.lr", "policy.tiny.pretrain_lr", "trainer.max_grad_norm")
+
+
+def _validate_ranges(cfg: OrchestraConfig) -> None:
+    for keys, ok, why in ((_AT_LEAST_ONE, lambda v: v >= 1, "must be at least 1"),
+                          (_NOT_NEGATIVE, lambda v: v >= 0, "must not be negative"),
+                          (_FINITE_POSITIVE, lambda v: 0 < v < float("inf"), "must be a positive finite number")):
+        for key in keys:
+            value = cfg
+            for part in key.split("."):
+                value = getattr(value, part)
+            _require(value is None or ok(value), key, f"{why}, got {value}")
 
 
 def _validate_families(f: FamiliesConfig) -> None:

@@ -9,15 +9,14 @@ output is data to score, and no worker should die of it.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from orchestra_ray.tools import ToolSpec, validate_arguments
+from orchestra_ray.tools import ToolSpec, one_line, validate_arguments
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,24 @@ class ParseResult:
 
 def _fail(kind: str, message: str) -> ParseResult:
     # Messages quote the policy's text back to it; lone surrogates ("\ud800" in JSON) are not text.
-    return ParseResult([], FormatError(kind, message.encode("utf-8", "replace").decode("utf-8")))
+    return ParseResult([], FormatError(kind, one_line(message)))
+
+
+def _strip_think(text: str) -> Optional[str]:
+    """`text` without its <think>...</think> blocks, or None when one is not closed. One pass: a
+    lazy regex rescans to the end for every unclosed opening, quadratic in a flood of <think> tags."""
+    parts: List[str] = []
+    pos = 0
+    while True:
+        start = text.find(THINK_OPEN, pos)
+        if start < 0:
+            parts.append(text[pos:])
+            return "".join(parts)
+        end = text.find(THINK_CLOSE, start + len(THINK_OPEN))
+        if end < 0:
+            return None
+        parts.append(text[pos:start])
+        pos = end + len(THINK_CLOSE)
 
 
 def parse_tool_calls(
@@ -54,9 +70,9 @@ def parse_tool_calls(
         return _fail("bad_shape", "policy output is not text")
     if len(text) > max_chars:
         return _fail("too_long", f"output has {len(text)} characters, limit is {max_chars}")
-    body = _THINK.sub("", text)
-    if "<think>" in body:
-        return _fail("unclosed", "<think> block is not closed")
+    body = _strip_think(text)
+    if body is None or THINK_OPEN in body:
+        return _fail("unclosed", f"{THINK_OPEN} block is not closed")
     by_name = {t.name: t for t in tools}
     calls: List[ToolCall] = []
     pos = 0

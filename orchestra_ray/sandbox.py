@@ -57,6 +57,7 @@ class SandboxConfig:
     max_open_files: int = 64
     timeout_s: float = 10.0  # wall clock for the whole call
     max_output_chars: int = 4000  # of each stream kept in the result, and of the observation
+    max_code_chars: int = 100_000  # a longer program is refused before a sandbox starts
     python: str = ""  # "" = the interpreter running us; its prefix is bound read-only in the sandbox
     bwrap: str = "bwrap"  # the bubblewrap binary, a name on PATH or a path
 
@@ -151,7 +152,7 @@ def validate_sandbox_config(sandbox: Any, pool: Any) -> None:
     if sandbox.mode not in MODES:
         raise ValueError(f"{s}.mode must be 'bwrap' or 'none', got {str(sandbox.mode)[:64]!r}")
     minimums = (("cpu_seconds", 1), ("memory_mb", 64), ("max_processes", 1), ("max_file_mb", 1),
-                ("max_open_files", 16), ("max_output_chars", 1))
+                ("max_open_files", 16), ("max_output_chars", 1), ("max_code_chars", 1))
     for key, low in minimums:
         v = getattr(sandbox, key)
         if not isinstance(v, int) or isinstance(v, bool) or v < low:
@@ -242,6 +243,10 @@ def run_code(code: str, cfg: SandboxConfig) -> CodeResult:
     t0 = time.monotonic()
     if not isinstance(code, str):
         return failed("code must be a string")
+    if len(code) > cfg.max_code_chars:
+        return failed(f"code has {len(code)} characters, limit is {cfg.max_code_chars} (tools.sandbox.max_code_chars)")
+    if "\x00" in code:  # the interpreter refuses such source anyway; no sandbox needed to say so
+        return failed(f"code contains a NUL character at position {code.index(chr(0))}")
     python = cfg.python or sys.executable
     sandboxed = cfg.mode == "bwrap"
     as_root = os.geteuid() == 0

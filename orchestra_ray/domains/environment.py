@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, TYPE_CHECKING
 
 from orchestra_ray.domains.database import Database
 from orchestra_ray.domains.functions import DomainFunction, DomainToolError
-from orchestra_ray.tools import ToolSpec
+from orchestra_ray.tools import ToolSpec, one_line
 
 if TYPE_CHECKING:
     from orchestra_ray.domains.tasks import DomainTask
@@ -68,7 +68,8 @@ class DomainEnv:
     def call(self, name: str, arguments: Dict[str, Any]) -> str:
         fn = self.domain.function(name) if isinstance(name, str) else None
         if fn is None:
-            raise DomainToolError(f"unknown function '{str(name)[:64]}'; {self.domain.name} has: {', '.join(self.domain.tool_names)}")
+            known = ", ".join(self.domain.tool_names)
+            raise DomainToolError(one_line(f"unknown function '{str(name)[:64]}'; {self.domain.name} has: {known}"))
         fn.check(arguments)
         with self.db.transaction():
             result = fn(self.db, arguments)
