@@ -36,7 +36,9 @@ def make_expert(slot: ExpertSlotConfig, price: ExpertPrice, data_path: str, inpu
                         timeout_s=slot.timeout_s, max_retries=slot.max_retries, max_output_tokens=slot.max_output_tokens)
 
 
-@ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)
+# Threaded: calls from all rollout workers to one slot run side by side (an endpoint that times
+# out must not hold up the others' calls behind it).
+@ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3, max_concurrency=32)
 class ExpertActor:
     """Serves one slot through its backend. A backend that cannot start (an unset key variable, a
     missing arm) leaves the actor alive with the reason, for `start_experts` to report in one line."""

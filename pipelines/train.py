@@ -272,17 +272,28 @@ class Trainer:
         np.random.set_state(_decode_rng(state["rng"]["numpy"]))
         torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
         ray.get(self.learner.restore.remote(path))
-        # Work of steps after the checkpoint is redone: drop what they wrote.
+        self.drop_outputs_after(self.step)
+
+    def drop_outputs_after(self, step: int) -> None:
+        """Work of steps after the checkpoint is redone: drop what they wrote (step files, temporary
+        files of an interrupted write, metrics lines, a line cut short by the kill)."""
         tdir = os.path.join(self.run_dir, "trajectories")
         for name in os.listdir(tdir) if os.path.isdir(tdir) else []:
-            if name.startswith("step_") and int(name[5:11]) > self.step:
+            if name.startswith("step_") and (name.endswith(".tmp") or int(name[5:11]) > step):
                 os.remove(os.path.join(tdir, name))
         mpath = os.path.join(self.run_dir, "metrics.jsonl")
         if os.path.exists(mpath):
             with open(mpath) as f:
-                keep = [line for line in f if line.strip() and json.loads(line)["step"] <= self.step]
+                keep = [line for line in f if _step_of(line) is not None and _step_of(line) <= step]
             with open(mpath, "w") as f:
                 f.writelines(keep)
+
+
+def _step_of(line: str) -> Optional[int]:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _tokenizer(path: str):
@@ -366,6 +377,7 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
         progress.note(f"resumed from {latest} at step {tr.step}, data position {tr.sampler.position}")
     elif resume:
         ray.get(tr.learner.restore.remote(warm_dir))
+        tr.drop_outputs_after(0)
         progress.note("no step checkpoint yet; starting GRPO from the warm-start policy")
     before = None
     before_path = os.path.join(run_dir, "eval", "warm_start.json")
