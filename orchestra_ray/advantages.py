@@ -30,6 +30,7 @@ class FilterCounts:
     zero_variance_samples: int = 0
     format_error_samples: int = 0
     no_answer_samples: int = 0
+    infrastructure_failure_samples: int = 0  # cut short by a tool or expert that stayed down
     kept_samples: int = 0
     total_samples: int = 0
 

@@ -42,6 +42,7 @@ from orchestra_ray.demos import god_model_demo, scripted_demo
 from orchestra_ray.episode import EpisodeLimits
 from orchestra_ray.evaluation import (anchor_metrics, paired_bootstrap, per_question_reward, score_records, summarise,
                                       summarise_families)
+from orchestra_ray.failures import INFRASTRUCTURE
 from orchestra_ray.ledger import StepLedger
 from orchestra_ray.preferences import COST, LATENCY, OUTCOME
 from orchestra_ray.reward import orchestration_reward
@@ -201,6 +202,13 @@ class Trainer:
             for g, rew, adv, keep in zip(group, rewards, res.advantages, res.keep):
                 g.update(reward=rew, advantage=adv, kept=keep, zero_variance=res.zero_variance,
                          has_format_error=bool(g["format_errors"]), no_answer=not g["answer_source"])
+        # An episode hurt by a tool or expert that stayed down after its retries says nothing about
+        # the policy: it stays on record (and in its group's statistics) but is not trained on.
+        for g in records:
+            if g["kept"] and any(c.get("error_kind") == INFRASTRUCTURE for c in g["tool_calls"]):
+                g["kept"] = False
+                counts.infrastructure_failure_samples += 1
+                counts.kept_samples -= 1
         self.write_trajectories(records)
         kept = [g for g in records if g["kept"]]
         t1 = time.time()

@@ -141,6 +141,11 @@ def test_step_metrics_count_the_failures_by_kind(run):
     assert metrics["tool_failures"] == expected
     assert expected["infrastructure"] >= sum(1 for _, c in calls if c["expert"] == failing["slot"]) > 0
     assert metrics["ledger"]["failed_attempts"] == 0  # the episodes themselves were never lost
+    # Episodes hurt by the dead endpoint are on record but not trained on.
+    rows, _ = calls_of(run_dir)
+    hurt = [r for r in rows if any(c["error_kind"] == "infrastructure" for c in r["tool_calls"])]
+    assert hurt and not any(r["kept"] for r in hurt)
+    assert 0 <= metrics["filters"]["infrastructure_failure_samples"] <= len(hurt)  # others may be filtered already
 
 
 def test_evaluations_complete_through_the_failing_expert(run, frames_dir):
