@@ -3,6 +3,7 @@ config for Ray's fake multi-node provider, whose "nodes" are extra raylets on th
 autoscaler launches and terminates. It runs in its own process group, so stopping it stops only
 its own processes (never another Ray cluster on the machine)."""
 
+import contextlib
 import json
 import os
 import signal
@@ -73,14 +74,11 @@ class FakeAutoscalingCluster:
     def stop(self) -> None:
         if self.proc is None:
             return
-        try:
+        # A graceful stop first; a group already gone or slow to go is then killed outright.
+        with contextlib.suppress(subprocess.TimeoutExpired, ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=15)
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # whatever the graceful stop left of the group
-        except ProcessLookupError:
-            pass
+        with contextlib.suppress(ProcessLookupError):  # nothing left of the group: already stopped
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
         self.proc = None
