@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import ray
 import torch
 from omegaconf import OmegaConf
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.experts import start_experts
 from actors.code_interpreter import start_code_pool
@@ -76,7 +77,10 @@ class Trainer:
 
     def start_actors(self, policy_path: str) -> None:
         cfg = self.cfg
-        self.store = WeightStore.remote()
+        # The store holds the only reference to the published weights: it lives on the driver's node,
+        # whose loss ends the run anyway, so that losing any other node cannot take the weights with it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.store = WeightStore.options(scheduling_strategy=here).remote()
         self.experts = start_experts(cfg, cfg.data.path)
         t = cfg.trainer
         self.learner = Learner.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, resources=dict(t.resources)).remote(

@@ -113,12 +113,14 @@ def test_killed_rollout_workers_lose_no_episode(small_cfg):
 
 
 def test_training_goes_on_when_a_node_is_removed(small_cfg):
-    # Head: learner, reference, experts and room for two rollout workers; the worker node holds
-    # two more. Four workers need all four `rollout` units, so two of them live on the worker node.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"rollout": 2}, "include_dashboard": False})
+    # Head: learner and reference (by their `learner` resource, as in the production overlay),
+    # experts and room for two rollout workers; the worker node holds two more. Four workers need
+    # all four `rollout` units, so two of them live on the worker node.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"rollout": 2, "learner": 2},
+                                                            "include_dashboard": False})
     node = cluster.add_node(num_cpus=1, resources={"rollout": 2})
     cfg = small_cfg("run.name=node", "rollout.num_workers=4", "rollout.num_cpus_per_worker=0.25",
-                    "rollout.resources.rollout=1")
+                    "rollout.resources.rollout=1", "trainer.resources.learner=1")
     try:
         connect(cfg, cluster.address)
         tr = start_trainer(cfg)
