@@ -74,6 +74,38 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from pipelines.eval import eval_config, resolve_checkpoint
+    from pipelines.families import load_families
+    from pipelines.zoo import load_zoo
+
+    checkpoint, run_dir = resolve_checkpoint(args.checkpoint)
+    config_arg, overrides = _split_args(args.items)
+    cfg = eval_config(run_dir, _config_path(config_arg) if config_arg else None, overrides)
+    zoo = load_zoo(cfg)
+    families = load_families(cfg, zoo)
+
+    from pipelines.cluster import connect
+    from pipelines.eval import run_eval
+    from pipelines.progress import Progress
+
+    import ray
+
+    progress = Progress()
+    progress.note(connect(cfg, args.address))
+    progress.note(f"checkpoint: {checkpoint}")
+    try:
+        eval_dir = run_eval(checkpoint, run_dir, cfg, zoo, families, progress, router=args.router,
+                            router_iterations=args.router_iterations)
+    finally:
+        ray.shutdown()
+    with open(os.path.join(eval_dir, "report.md")) as f:
+        print(f.read(), flush=True)
+    print(f"report: {os.path.join(eval_dir, 'report.md')} (and report.html, pareto.png, tool_share.png, "
+          f"training_curves.png)", flush=True)
+    return 0
+
+
 def cmd_submit(args) -> int:
     from pipelines import submit as job
 
@@ -133,6 +165,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("eval", help="the policy of a checkpoint and the baselines on the held-out split; writes a report")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint directory, or a run directory (its latest checkpoint)")
+    p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
+                   help="default: the run's own config.yaml; then dotted overrides")
+    p.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster)")
+    p.add_argument("--no-router", dest="router", action="store_false", help="leave out the learned RLlib router baseline")
+    p.add_argument("--router-iterations", type=int, default=30, help="PPO iterations when the router is trained (default 30)")
+    p.set_defaults(run=cmd_eval)
 
     address = argparse.ArgumentParser(add_help=False)
     address.add_argument("--address", default=None,

@@ -76,16 +76,21 @@ class Trainer:
                                 pretraining_documents(self.zoo, self.cfg, self.families), self.zoo.slots)
 
     def start_actors(self, policy_path: str) -> None:
+        self.start_rollout(policy_path)
+        t = self.cfg.trainer
+        self.learner = Learner.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, resources=dict(t.resources)).remote(
+            policy_path, self.store, t, self.cfg.policy.dtype, self.cfg.policy.device, self.cfg.run.seed
+        )
+
+    def start_rollout(self, policy_path: str) -> None:
+        """Experts, tools and the rollout pool, with the policy at `policy_path` until the learner
+        publishes newer weights (an evaluation runs with these alone)."""
         cfg = self.cfg
         # The store holds the only reference to the published weights: it lives on the driver's node,
         # whose loss ends the run anyway, so that losing any other node cannot take the weights with it.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.store = WeightStore.options(scheduling_strategy=here).remote()
         self.experts = start_experts(cfg, cfg.data.path)
-        t = cfg.trainer
-        self.learner = Learner.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, resources=dict(t.resources)).remote(
-            policy_path, self.store, t, cfg.policy.dtype, cfg.policy.device, cfg.run.seed
-        )
         self.start_tools()
         r = cfg.rollout
         limits = EpisodeLimits(r.max_turns, r.max_new_tokens, r.max_total_tokens, cfg.zoo.max_response_chars,
@@ -156,14 +161,25 @@ class Trainer:
                 ledger: Optional[StepLedger] = None) -> List[dict]:
         return self.pool.run(tasks, group_size, temperature, seed, ledger)
 
-    def evaluate(self, label: str) -> Dict:
+    def split(self) -> Dict[str, Dict[str, List[str]]]:
+        """The question ids of each family's training and held-out split (kept in every checkpoint,
+        so that an evaluation can refuse questions the policy was trained on)."""
+        return {part: {f: sorted(q.question_id for q in pool) for f, pool in getattr(self.families, part).items()}
+                for part in ("train", "heldout")}
+
+    def eval_records(self) -> List[dict]:
+        """One greedy (eval.temperature) sample of every held-out problem under every eval profile,
+        each with `eval_reward`."""
         cfg = self.cfg
         tasks = [t for pool in self.families.heldout.values() for t in eval_tasks(pool, cfg.preferences.eval_profiles, self.zoo.slots)]
-        t0 = time.time()
         records = self.rollout(tasks, 1, cfg.eval.temperature, seed=10_000_000 + self.step)
         anchors = {q.question_id: anchor_metrics(q.question_id, q.problem, self.zoo.experts, self.zoo.slots)
                    for q in self.families.heldout.get(FRAMES, [])}
-        scored = score_records(records, anchors)
+        return score_records(records, anchors)
+
+    def evaluate(self, label: str) -> Dict:
+        t0 = time.time()
+        scored = self.eval_records()
         result = {
             "label": label,
             "step": self.step,
@@ -272,6 +288,7 @@ class Trainer:
             "data_position": self.sampler.position,
             "rng": {"python": _encode_rng(random.getstate()), "numpy": _encode_rng(np.random.get_state()),
                     "torch": torch.get_rng_state().tolist()},
+            "split": self.split(),
         }
         ckpt.commit(tmp, final, state)
         return final
@@ -382,7 +399,7 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
         ray.get(tr.learner.publish.remote())
         tmp = ckpt.temp_dir_for(warm_dir)
         ray.get(tr.learner.save.remote(tmp, False))
-        ckpt.commit(tmp, warm_dir, {"step": 0})
+        ckpt.commit(tmp, warm_dir, {"step": 0, "split": tr.split()})
     tr.start_reference(os.path.join(warm_dir, "policy"))
     if latest is not None:
         tr.restore(latest)
