@@ -1,0 +1,175 @@
+"""`orchestra-ray eval CHECKPOINT`: the policy of a checkpoint and every baseline on the held-out
+split, on the Ray cluster, with each evaluation profile; then the report.
+
+The policy runs in the rollout pool exactly as in training (greedy by default, eval.temperature).
+The baselines replay the zoo's recorded answers on the same held-out questions; the learned router
+(RLlib PPO over question embeddings) is trained on the training split once per run and kept in
+<run>/router. Everything is written as Parquet trajectories before the report reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Dict, List, Optional, Tuple
+
+import pyarrow.parquet as pq
+
+from orchestra_ray import checkpoint as ckpt
+from orchestra_ray.baselines import Answer, baseline_records, plan_baselines
+from orchestra_ray.config import ConfigError, OrchestraConfig
+from orchestra_ray.experts import ExpertRequest
+from orchestra_ray.preferences import metric_names, profile_vector
+from orchestra_ray.task import FRAMES
+from orchestra_ray.trajectory import trajectory_rows
+from pipelines.families import Families
+from pipelines.progress import Progress
+from pipelines.report import POLICY, TRAJECTORIES, build_report, method_file
+from pipelines.zoo import Zoo
+
+ROUTER_DIR = "router"
+
+
+class EvalRefused(ConfigError):
+    """The evaluation would score questions the policy was trained on, or cannot tell."""
+
+
+def resolve_checkpoint(path: str) -> Tuple[str, str]:
+    """(checkpoint dir, run dir) from a checkpoint directory or a run directory (its latest
+    step checkpoint, else its warm start)."""
+    path = os.path.abspath(path.rstrip("/"))
+    if os.path.isfile(os.path.join(path, "state.json")):
+        return path, os.path.dirname(os.path.dirname(path))
+    if os.path.isfile(os.path.join(path, "config.yaml")):
+        latest = ckpt.latest_checkpoint(path)
+        warm = os.path.join(ckpt.checkpoints_dir(path), "warm_start")
+        if latest is None and not os.path.isfile(os.path.join(warm, "state.json")):
+            raise FileNotFoundError(f"run directory {path} has no complete checkpoint yet")
+        return latest or warm, path
+    raise FileNotFoundError(f"{path} is neither a checkpoint (no state.json) nor a run directory (no config.yaml)")
+
+
+def check_heldout(state: dict, families: Families, checkpoint: str) -> None:
+    """Refuses to evaluate on any question of the checkpoint's training split."""
+    split = state.get("split")
+    if not split or "train" not in split:
+        raise EvalRefused(f"checkpoint {checkpoint} does not record its training split, so held-out questions "
+                          "cannot be told from trained ones; evaluate a checkpoint written by this version")
+    for fam, pool in families.heldout.items():
+        trained = set(split["train"].get(fam, []))
+        seen = sorted(q.question_id for q in pool if q.question_id in trained)
+        if seen:
+            raise EvalRefused(f"refusing to evaluate: {len(seen)} of the {len(pool)} held-out {fam} questions were in "
+                              f"the policy's training split (e.g. {', '.join(seen[:3])}; recorded in {checkpoint}/state.json); "
+                              "evaluate with the data split the policy was trained with")
+
+
+def recorded_answers(zoo: Zoo, question_ids: List[str], questions: Dict[str, str]) -> Dict[str, Dict[str, Answer]]:
+    out = {}
+    for q in question_ids:
+        out[q] = {}
+        for s in zoo.slots:
+            r = zoo.experts[s].respond(ExpertRequest(q, [{"role": "user", "content": questions[q]}]))
+            out[q][s] = Answer(r.text, r.grade or "", r.input_tokens, r.output_tokens, r.cost, r.latency)
+    return out
+
+
+def router_choices(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, answers, train_ids: List[str], heldout_ids: List[str],
+                   questions: Dict[str, str], profiles: Dict[str, Dict[str, float]], progress: Progress,
+                   iterations: int) -> Tuple[Dict[Tuple[str, str], str], Dict]:
+    """The learned router's pick for every (profile, held-out question); trained on the training
+    split (all training profiles) the first time and kept in <run>/router."""
+    from orchestra_ray.baselines import anchors_of
+    from orchestra_ray.search import ENCODER, encode
+    from pipelines.router import load_router, train_router
+
+    out_dir = os.path.join(run_dir, ROUTER_DIR)
+    if not os.path.isfile(os.path.join(out_dir, "training.json")):
+        progress.note(f"training the RLlib PPO router on {len(train_ids)} training questions ({iterations} iterations) ...")
+        feats = encode([questions[q] for q in train_ids])
+        train_profiles = [dict(profile_vector(p, zoo.slots).weights) for p in cfg.preferences.train_profiles]
+        train_router(feats, [anchors_of(answers[q], zoo.slots) for q in train_ids], train_profiles, list(zoo.slots),
+                     out_dir, iterations=iterations, seed=cfg.run.seed)
+    router = load_router(out_dir)
+    feats = encode([questions[q] for q in heldout_ids])
+    picks: Dict[Tuple[str, str], str] = {}
+    for p, w in profiles.items():
+        for q, s in zip(heldout_ids, router.choose(feats, [w] * len(heldout_ids))):
+            picks[(p, q)] = s
+    with open(os.path.join(out_dir, "training.json")) as f:
+        info = json.load(f)
+    return picks, {"path": out_dir, "encoder": ENCODER, "iterations": len(info.get("episode_return_mean", []))}
+
+
+def run_eval(checkpoint: str, run_dir: str, cfg: OrchestraConfig, zoo: Zoo, families: Families, progress: Progress,
+             router: bool = True, router_iterations: int = 30) -> str:
+    """Runs on a connected Ray cluster; returns the eval directory (report.md inside)."""
+    from pipelines.train import Trainer
+
+    state = ckpt.read_state(checkpoint)
+    check_heldout(state, families, checkpoint)
+    name = os.path.basename(checkpoint)
+    eval_dir = os.path.join(run_dir, "eval", name)
+    tdir = os.path.join(eval_dir, TRAJECTORIES)
+    os.makedirs(tdir, exist_ok=True)
+    profiles = {p: dict(profile_vector(p, zoo.slots).weights) for p in cfg.preferences.eval_profiles}
+    t0 = time.time()
+
+    tr = Trainer(cfg, zoo, run_dir, progress, families)
+    tr.step = int(state.get("step", 0))
+    tr.start_rollout(os.path.join(checkpoint, "policy"))
+    n_tasks = sum(len(p) for p in families.heldout.values()) * len(profiles)
+    progress.note(f"policy: {n_tasks} held-out episodes ({', '.join(profiles)}) ...")
+    scored = tr.eval_records()
+    for r in scored:
+        r["reward"] = r.pop("eval_reward")
+    _write(tdir, POLICY, tr.run_id, tr.step, scored)
+
+    frames_train = [q.question_id for q in families.train.get(FRAMES, [])]
+    frames_heldout = [q.question_id for q in families.heldout.get(FRAMES, [])]
+    meta_router = None
+    if frames_heldout:
+        questions = {q.question_id: q.problem for pool in (families.train.get(FRAMES, []), families.heldout[FRAMES]) for q in pool}
+        answers = recorded_answers(zoo, frames_train + frames_heldout, questions)
+        plan = plan_baselines(answers, frames_train, zoo.slots, profiles)
+        picks = None
+        if router:
+            picks, meta_router = router_choices(cfg, zoo, run_dir, answers, frames_train, frames_heldout, questions,
+                                                profiles, progress, router_iterations)
+        for method, rows in baseline_records(answers, frames_heldout, zoo.slots, profiles, plan, cfg.run.seed, picks).items():
+            _write(tdir, method, tr.run_id, tr.step, rows)
+        baselines = {"cheapest": plan.cheapest, "strongest": plan.strongest,
+                     "cascades": {p: list(c) for p, c in plan.cascades.items()}}
+    else:
+        baselines = {"cheapest": "-", "strongest": "-", "cascades": {}}
+
+    meta = {
+        "run_id": tr.run_id, "checkpoint": checkpoint, "checkpoint_name": name, "step": tr.step,
+        "profiles": list(profiles), "profile_weights": profiles, "temperature": cfg.eval.temperature,
+        "bootstrap_samples": cfg.eval.bootstrap_samples, "seed": cfg.run.seed,
+        "split_sizes": {"train": {f: len(p) for f, p in families.train.items()},
+                        "heldout": {f: len(p) for f, p in families.heldout.items()}},
+        "baselines": baselines, "router": meta_router, "slots": list(zoo.slots),
+        "metric_names": metric_names(zoo.slots), "seconds": time.time() - t0,
+    }
+    with open(os.path.join(eval_dir, "eval.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    build_report(eval_dir, run_dir)
+    return eval_dir
+
+
+def _write(tdir: str, method: str, run_id: str, step: int, records: List[dict]) -> None:
+    for r in records:
+        r.setdefault("advantage", 0.0)
+        r.setdefault("kept", False)
+    final = os.path.join(tdir, method_file(method))
+    pq.write_table(trajectory_rows(run_id, step, records), final + ".tmp")
+    os.replace(final + ".tmp", final)
+
+
+def eval_config(run_dir: str, config: Optional[str], overrides: List[str]) -> OrchestraConfig:
+    """The run's own config (so the data split matches), unless another is named; then overrides."""
+    from orchestra_ray.config import load_config
+
+    return load_config(config or os.path.join(run_dir, "config.yaml"), overrides)
