@@ -99,7 +99,8 @@ def router_choices(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, answers, train_
             picks[(p, q)] = s
     with open(os.path.join(out_dir, "training.json")) as f:
         info = json.load(f)
-    return picks, {"path": out_dir, "encoder": ENCODER, "iterations": len(info.get("episode_return_mean", []))}
+    return picks, {"path": out_dir, "encoder": ENCODER, "iterations": len(info["iterations"]),
+                   "final_episode_return_mean": info["iterations"][-1]["episode_return_mean"] if info["iterations"] else None}
 
 
 def run_eval(checkpoint: str, run_dir: str, cfg: OrchestraConfig, zoo: Zoo, families: Families, progress: Progress,

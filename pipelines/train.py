@@ -183,7 +183,7 @@ class Trainer:
         result = {
             "label": label,
             "step": self.step,
-            "weight_versions": sorted({r["weight_version"] for r in records}),
+            "weight_versions": sorted({r["weight_version"] for r in scored}),
             "heldout_questions": {f: len(p) for f, p in self.families.heldout.items()},
             "train_questions": {f: len(p) for f, p in self.families.train.items()},
             "profiles": summarise(scored),
