@@ -106,6 +106,32 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_router(args) -> int:
+    from pipelines.eval import eval_config, resolve_checkpoint, train_run_router
+    from pipelines.families import load_families
+    from pipelines.zoo import load_zoo
+
+    _, run_dir = resolve_checkpoint(args.run_dir)
+    config_arg, overrides = _split_args(args.items)
+    cfg = eval_config(run_dir, _config_path(config_arg) if config_arg else None, overrides)
+    zoo = load_zoo(cfg)
+    families = load_families(cfg, zoo)
+
+    from pipelines.cluster import connect
+    from pipelines.progress import Progress
+
+    import ray
+
+    progress = Progress()
+    progress.note(connect(cfg, args.address))
+    try:
+        out_dir = train_run_router(cfg, zoo, families, run_dir, progress, args.iterations)
+    finally:
+        ray.shutdown()
+    print(f"router: {out_dir} (used by `orchestra-ray eval` of this run)", flush=True)
+    return 0
+
+
 def cmd_submit(args) -> int:
     from pipelines import submit as job
 
@@ -174,6 +200,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--no-router", dest="router", action="store_false", help="leave out the learned RLlib router baseline")
     p.add_argument("--router-iterations", type=int, default=30, help="PPO iterations when the router is trained (default 30)")
     p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("router", help="train the learned RLlib PPO router baseline on a run's training split")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or one of its checkpoints)")
+    p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]", help="as for eval")
+    p.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster)")
+    p.add_argument("--iterations", type=int, default=30, help="PPO iterations (default 30)")
+    p.set_defaults(run=cmd_router)
 
     address = argparse.ArgumentParser(add_help=False)
     address.add_argument("--address", default=None,

@@ -75,22 +75,38 @@ def recorded_answers(zoo: Zoo, question_ids: List[str], questions: Dict[str, str
     return out
 
 
-def router_choices(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, answers, train_ids: List[str], heldout_ids: List[str],
+def train_run_router(cfg: OrchestraConfig, zoo: Zoo, families: Families, run_dir: str, progress: Progress,
+                     iterations: int, answers=None) -> str:
+    """Trains the RLlib PPO router on the run's FRAMES training split (every training profile)
+    and keeps it in <run>/router; returns that directory."""
+    from orchestra_ray.baselines import anchors_of
+    from orchestra_ray.search import encode
+    from pipelines.router import train_router
+
+    train_ids = [q.question_id for q in families.train.get(FRAMES, [])]
+    if not train_ids:
+        raise ConfigError("the learned router needs FRAMES training questions; this config has none")
+    questions = {q.question_id: q.problem for q in families.train[FRAMES]}
+    answers = answers or recorded_answers(zoo, train_ids, questions)
+    out_dir = os.path.join(run_dir, ROUTER_DIR)
+    progress.note(f"training the RLlib PPO router on {len(train_ids)} training questions ({iterations} iterations) ...")
+    feats = encode([questions[q] for q in train_ids])
+    train_profiles = [dict(profile_vector(p, zoo.slots).weights) for p in cfg.preferences.train_profiles]
+    train_router(feats, [anchors_of(answers[q], zoo.slots) for q in train_ids], train_profiles, list(zoo.slots),
+                 out_dir, iterations=iterations, seed=cfg.run.seed, progress=progress)
+    return out_dir
+
+
+def router_choices(cfg: OrchestraConfig, zoo: Zoo, families: Families, run_dir: str, answers, heldout_ids: List[str],
                    questions: Dict[str, str], profiles: Dict[str, Dict[str, float]], progress: Progress,
                    iterations: int) -> Tuple[Dict[Tuple[str, str], str], Dict]:
-    """The learned router's pick for every (profile, held-out question); trained on the training
-    split (all training profiles) the first time and kept in <run>/router."""
-    from orchestra_ray.baselines import anchors_of
+    """The learned router's pick for every (profile, held-out question); trained the first time."""
     from orchestra_ray.search import ENCODER, encode
-    from pipelines.router import load_router, train_router
+    from pipelines.router import load_router
 
     out_dir = os.path.join(run_dir, ROUTER_DIR)
     if not os.path.isfile(os.path.join(out_dir, "training.json")):
-        progress.note(f"training the RLlib PPO router on {len(train_ids)} training questions ({iterations} iterations) ...")
-        feats = encode([questions[q] for q in train_ids])
-        train_profiles = [dict(profile_vector(p, zoo.slots).weights) for p in cfg.preferences.train_profiles]
-        train_router(feats, [anchors_of(answers[q], zoo.slots) for q in train_ids], train_profiles, list(zoo.slots),
-                     out_dir, iterations=iterations, seed=cfg.run.seed)
+        train_run_router(cfg, zoo, families, run_dir, progress, iterations, answers)
     router = load_router(out_dir)
     feats = encode([questions[q] for q in heldout_ids])
     picks: Dict[Tuple[str, str], str] = {}
@@ -136,7 +152,7 @@ def run_eval(checkpoint: str, run_dir: str, cfg: OrchestraConfig, zoo: Zoo, fami
         plan = plan_baselines(answers, frames_train, zoo.slots, profiles)
         picks = None
         if router:
-            picks, meta_router = router_choices(cfg, zoo, run_dir, answers, frames_train, frames_heldout, questions,
+            picks, meta_router = router_choices(cfg, zoo, families, run_dir, answers, frames_heldout, questions,
                                                 profiles, progress, router_iterations)
         for method, rows in baseline_records(answers, frames_heldout, zoo.slots, profiles, plan, cfg.run.seed, picks).items():
             _write(tdir, method, tr.run_id, tr.step, rows)

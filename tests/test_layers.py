@@ -5,7 +5,8 @@ import ast
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ALGORITHMIC = ["reward", "advantages", "loss", "parsing", "tools", "preferences", "grading", "policy_update", "episode"]
+ALGORITHMIC = ["reward", "advantages", "loss", "parsing", "tools", "preferences", "grading", "policy_update", "episode",
+               "baselines", "report_figures", "router_env"]
 
 
 def imported_modules(path):
