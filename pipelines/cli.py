@@ -132,6 +132,36 @@ def cmd_router(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import time
+
+    from pipelines.serve import serving_config
+
+    config_arg, overrides = _split_args(args.items)
+    checkpoint, _, cfg, scfg = serving_config(args.checkpoint, _config_path(config_arg) if config_arg else None, overrides)
+
+    from pipelines.cluster import connect
+    from pipelines.progress import Progress
+    from pipelines.serve import start_serving
+
+    import ray
+
+    progress = Progress()
+    progress.note(connect(cfg, args.address))
+    progress.note(f"checkpoint: {checkpoint}")
+    try:
+        served = start_serving(checkpoint, cfg, scfg)
+        progress.note(f"serving '{served.model_name}' at {served.base_url} (POST /chat/completions, GET /models; "
+                      f"health: {served.base_url[:-len('/v1')]}/healthz); Ctrl-C stops")
+        try:
+            while True:
+                time.sleep(3600)
+        finally:
+            served.shutdown()
+    finally:
+        ray.shutdown()
+
+
 def cmd_submit(args) -> int:
     from pipelines import submit as job
 
@@ -208,6 +238,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--iterations", type=int, default=30, help="PPO iterations (default 30)")
     p.set_defaults(run=cmd_router)
 
+    p = sub.add_parser("serve", help="serve a checkpoint's policy and its tool zoo behind an OpenAI-compatible API on Ray Serve")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint directory, or a run directory (its latest checkpoint)")
+    p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
+                   help="default: the run's own config.yaml; then dotted overrides, serving.* for the server")
+    p.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster)")
+    p.set_defaults(run=cmd_serve)
+
     address = argparse.ArgumentParser(add_help=False)
     address.add_argument("--address", default=None,
                          help="the cluster's job server, e.g. http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS, "
@@ -248,6 +285,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"orchestra-ray: error: {exc}; the last checkpoint is kept: continue with --resume RUN_DIR", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        if args.command == "serve":
+            print("orchestra-ray: stopped serving", file=sys.stderr)
+            return 0
         hint = "; continue with --resume RUN_DIR" if args.command == "train" else ""
         print(f"orchestra-ray: interrupted{hint}", file=sys.stderr)
         return 130

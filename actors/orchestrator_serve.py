@@ -1,0 +1,188 @@
+"""A trained orchestrator on Ray Serve, behind an OpenAI-compatible API.
+
+Two deployments: the ingress (FastAPI: checks requests, answers 4xx, applies the request timeout)
+and the policy (a copy of the policy per replica, autoscaled). The policy deployment batches the
+requests that arrive together and runs their episodes through the rollout loop itself
+(`orchestra_ray.episode.run_episodes`), calling the same expert actors and tools as training.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' `Request` annotation
+# at run time to inject the request.
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+
+from actors.common import quiet_torch_process
+from actors.serving_client import ServingClient
+from actors.tool_client import RayToolClient
+from orchestra_ray.chat import user_message
+from orchestra_ray.episode import EpisodeLimits, new_episodes, run_episodes
+from orchestra_ray.serve_api import (ApiSpec, OrchestrationRequest, RequestError, completion_body, orchestration_trace,
+                                     parse_request, stream_chunks)
+from orchestra_ray.task import FRAMES, Task
+from orchestra_ray.tools import ToolSpec
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    policy_path: str
+    system_prompt: str
+    tools: Sequence[ToolSpec]  # the served toolset (expert tools, and search when configured)
+    limits: EpisodeLimits
+    dtype: str = "float32"
+    device: str = "cpu"
+    torch_threads: int = 1
+    expert_timeout_s: float = 60.0
+
+
+def restricted_tools(tools: Sequence[ToolSpec], allowed: Sequence[str]) -> List[ToolSpec]:
+    """The toolset narrowed to the allowed experts and tools: the parser refuses anything else, so a
+    call of a forbidden tool is the policy's error (an error observation), never a call."""
+    out = []
+    for t in tools:
+        if t.name in ("call_expert", "answer"):
+            params = json.loads(json.dumps(t.parameters))
+            params["properties"]["expert"]["enum"] = [s for s in params["properties"]["expert"]["enum"] if s in allowed]
+            out.append(replace(t, parameters=params))
+        elif t.name in allowed:
+            out.append(t)
+    return out
+
+
+@serve.deployment
+class OrchestratorPolicy:
+    def __init__(self, spec: PolicySpec, experts: Dict[str, Any], search=None, max_batch_size: int = 32,
+                 batch_wait_timeout_s: float = 0.01):
+        from orchestra_ray.chat import ChatFormat
+        from orchestra_ray.engine import HFEngine
+        from orchestra_ray.tiny_model import load_policy
+
+        quiet_torch_process(spec.torch_threads)
+        self.spec = spec
+        model, tokenizer = load_policy(spec.policy_path, spec.dtype, spec.device)
+        self.engine = HFEngine(model, tokenizer.pad_token_id, max_batch_size)
+        self.chat = ChatFormat(tokenizer)
+        self.tools = RayToolClient(experts, None, search)
+        self.run_batch.set_max_batch_size(max_batch_size)
+        self.run_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.lock = threading.Lock()  # one batch on the model at a time
+
+    def ping(self) -> bool:
+        return True
+
+    async def run(self, req: OrchestrationRequest) -> Tuple[Dict[str, Any], str]:
+        return await self.run_batch(req)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def run_batch(self, reqs: List[OrchestrationRequest]) -> List[Tuple[Dict[str, Any], str]]:
+        # The loop blocks (generation, waiting for experts): off the replica's event loop.
+        return await asyncio.to_thread(self._run, reqs)
+
+    def _run(self, reqs: List[OrchestrationRequest]) -> List[Tuple[Dict[str, Any], str]]:
+        t0 = time.perf_counter()
+        client = ServingClient(self.tools, self.spec.expert_timeout_s)
+        toolsets: Dict[str, List[ToolSpec]] = {}
+        groups: Dict[Tuple[int, float], list] = {}
+        episodes = []
+        for i, req in enumerate(reqs):
+            toolset = "serve:" + ",".join(req.tools)
+            if toolset not in toolsets:
+                toolsets[toolset] = restricted_tools(self.spec.tools, req.tools)
+            # The loop names expert requests by Task.question_id: a per-request key here, which the
+            # client maps back to the question id (see actors/serving_client.py).
+            key = f"{req.request_id}:{i}"
+            task = Task(req.request_id, key, req.question, req.gold, req.preference, FRAMES, toolset)
+            ep = new_episodes(self.chat, self.spec.system_prompt, task, user_message(req.question, req.preference), 1)[0]
+            client.register(key, req.question_id, req.max_cost, ep)
+            episodes.append(ep)
+            groups.setdefault((req.max_turns, req.temperature), []).append(ep)
+        with self.lock:
+            for (max_turns, temperature), eps in groups.items():
+                run_episodes(self.engine, self.chat, eps, toolsets, client, replace(self.spec.limits, max_turns=max_turns),
+                             temperature)
+        wall = time.perf_counter() - t0
+        out = []
+        for req, ep in zip(reqs, episodes):
+            trace = orchestration_trace(ep, req, wall)
+            out.append((trace, ep.answer))
+        return out
+
+
+app = FastAPI()
+
+
+def _error(exc: RequestError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+@serve.deployment
+@serve.ingress(app)
+class OrchestratorIngress:
+    def __init__(self, policy, api: ApiSpec, request_timeout_s: float):
+        self.policy, self.api, self.timeout_s = policy, api, request_timeout_s
+        self.created = int(time.time())
+
+    @app.get("/healthz")
+    async def healthz(self):
+        try:
+            await asyncio.wait_for(self.policy.ping.remote(), timeout=10)
+        except Exception as exc:  # no replica answers: the service is not usable
+            return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
+        return {"status": "ok", "model": self.api.model_name}
+
+    @app.get("/v1/models")
+    def models(self) -> Dict[str, Any]:
+        return {"object": "list", "data": [{"id": self.api.model_name, "object": "model", "created": self.created,
+                                            "owned_by": "orchestra-ray"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request):
+        try:
+            try:
+                body = await request.json()
+            except ValueError:
+                raise RequestError("the request body is not valid JSON") from None
+            req = parse_request(body, self.api)
+        except RequestError as exc:
+            return _error(exc)
+        response = self.policy.run.remote(req)
+        try:
+            trace, answer = await asyncio.wait_for(response, timeout=self.timeout_s)
+        except asyncio.TimeoutError:
+            response.cancel()
+            return _error(RequestError(f"the orchestration did not finish within serving.request_timeout_s="
+                                       f"{self.timeout_s:g} s", None, 504, "timeout"))
+        body = completion_body(req, self.api.model_name, trace, answer)
+        if not req.stream:
+            return body
+
+        def events():
+            for chunk in stream_chunks(body):
+                yield f"data: {json.dumps(chunk)}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def orchestrator_application(spec: PolicySpec, api: ApiSpec, experts: Dict[str, Any], search, scfg):
+    """The bound Serve application: ingress -> policy, resources and autoscaling from `scfg`
+    (orchestra_ray.serving_config.ServingConfig)."""
+    policy = OrchestratorPolicy.options(
+        name="policy",
+        ray_actor_options={"num_cpus": scfg.num_cpus, "num_gpus": scfg.num_gpus},
+        max_ongoing_requests=scfg.max_ongoing_requests,
+        autoscaling_config={"min_replicas": scfg.min_replicas, "max_replicas": scfg.max_replicas,
+                            "target_ongoing_requests": scfg.target_ongoing_requests},
+        max_constructor_retry_count=3,
+    ).bind(spec, experts, search, scfg.max_batch_size, scfg.batch_wait_timeout_s)
+    return OrchestratorIngress.options(
+        name="ingress", ray_actor_options={"num_cpus": scfg.ingress_num_cpus},
+        max_ongoing_requests=max(1000, scfg.max_ongoing_requests),
+    ).bind(policy, api, scfg.request_timeout_s)

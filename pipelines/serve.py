@@ -1,0 +1,122 @@
+"""`orchestra-ray serve CHECKPOINT`: a checkpoint's policy and its tool zoo as a Ray Serve
+application with an OpenAI-compatible API (see orchestra_ray/serve_api.py for the request fields).
+
+The experts are the run's own expert actors (replay, OpenAI-compatible endpoints or models on Serve,
+as the config says), the toolset and episode limits are those of the run's rollout workers, and
+every request runs through the same multi-turn loop as training, greedy by default.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import ray
+from ray import serve
+
+from actors.experts import start_experts
+from actors.orchestrator_serve import PolicySpec, orchestrator_application
+from orchestra_ray.config import ConfigError, OrchestraConfig
+from orchestra_ray.episode import BASIC_TOOLS, EpisodeLimits
+from orchestra_ray.frames import load_questions
+from orchestra_ray.preferences import PreferenceError, profile_vector
+from orchestra_ray.serve_api import ApiSpec
+from orchestra_ray.serving_config import ServingConfig, load_serving_config, split_overrides
+from orchestra_ray.task import FRAMES
+from pipelines.eval import eval_config, resolve_checkpoint
+from pipelines.families import load_families
+from pipelines.zoo import load_zoo
+
+
+@dataclass
+class Served:
+    base_url: str  # the OpenAI base URL, ending in /v1
+    model_name: str
+    app_name: str
+    experts: Dict[str, Any] = field(default_factory=dict)
+    search: Any = None
+    started_serve: bool = False
+
+    def shutdown(self) -> None:
+        """Removes the application and the actors it called; stops Serve if it was started here."""
+        if self.app_name in serve.status().applications:
+            serve.delete(self.app_name)
+        for h in list(self.experts.values()) + ([self.search] if self.search is not None else []):
+            ray.kill(h)
+        if self.started_serve:
+            serve.shutdown()
+
+
+def serving_config(checkpoint_arg: str, config: Optional[str], overrides: List[str]) -> Tuple[str, str, OrchestraConfig, ServingConfig]:
+    """(checkpoint, run dir, run config, serving config): the run's own config unless another is
+    named, then `key=value` overrides; `serving.*` overrides are the server's settings."""
+    checkpoint, run_dir = resolve_checkpoint(checkpoint_arg)
+    if not os.path.isdir(os.path.join(checkpoint, "policy")):
+        raise FileNotFoundError(f"checkpoint {checkpoint} has no policy/ directory")
+    run_overrides, serve_overrides = split_overrides(overrides)
+    cfg = eval_config(run_dir, config, run_overrides)
+    scfg = load_serving_config(serve_overrides, cfg.rollout.max_turns)
+    if scfg.model_name is None:
+        scfg.model_name = f"{os.path.basename(run_dir)}/{os.path.basename(checkpoint)}"
+    return checkpoint, run_dir, cfg, scfg
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def start_serving(checkpoint: str, cfg: OrchestraConfig, scfg: ServingConfig) -> Served:
+    """Deploys the application on the connected cluster and returns once it serves."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.exceptions import RayServeException
+
+    zoo = load_zoo(cfg)  # data problems surface here, before anything starts
+    families = load_families(cfg, zoo)
+    try:
+        profile_vector(scfg.default_profile, zoo.slots)
+    except PreferenceError as exc:
+        raise ConfigError(f"invalid value for config key 'serving.default_profile': {exc}") from None
+    system, tools = families.toolsets[FRAMES]
+    r = cfg.rollout
+    # The episode limits of the run's rollout workers; a request may lower max_turns.
+    limits = EpisodeLimits(scfg.max_turns, r.max_new_tokens, r.max_total_tokens, cfg.zoo.max_response_chars,
+                           domain_call_latency_s=cfg.tools.domain_call_latency_s)
+    spec = PolicySpec(os.path.join(checkpoint, "policy"), system, tuple(tools), limits, cfg.policy.dtype,
+                      cfg.policy.device, scfg.torch_threads, scfg.expert_timeout_s)
+    questions = {q.question_id: (q.problem, q.answer) for q in load_questions(cfg.data.path)}
+    api = ApiSpec(scfg.model_name, tuple(zoo.slots), tuple(t.name for t in tools if t.name in BASIC_TOOLS), questions,
+                  scfg.default_profile, scfg.max_turns, scfg.temperature)
+
+    served = Served("", scfg.model_name, scfg.app_name)
+    try:
+        client = _get_global_client()
+    except RayServeException:
+        client = None
+    if client is None:
+        serve.start(http_options={"host": scfg.host, "port": scfg.port or _free_port(scfg.host)})
+        served.started_serve = True
+        client = _get_global_client()
+    try:
+        served.experts = start_experts(cfg, cfg.data.path)
+        if cfg.tools.search.corpus:
+            from actors.search_tool import start_search_actor
+
+            try:
+                served.search = start_search_actor(cfg.tools.search)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        ray.get([h.ready.remote() for h in served.experts.values()])
+        app = orchestrator_application(spec, api, served.experts, served.search, scfg)
+        serve.run(app, name=scfg.app_name, route_prefix=scfg.route_prefix)
+    except BaseException:
+        served.shutdown()
+        raise
+    http = client.http_config
+    host = "127.0.0.1" if http.host in ("0.0.0.0", "::", "localhost", "127.0.0.1") else http.host
+    prefix = "" if scfg.route_prefix == "/" else scfg.route_prefix
+    served.base_url = f"http://{host}:{http.port}{prefix}/v1"
+    return served
