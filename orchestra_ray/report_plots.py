@@ -54,13 +54,14 @@ def accuracy_cost_plot(tables: Mapping[str, List[Figures]], path: str, title: st
                 names.setdefault((x, y), []).append(f.method)
             if f.method != "oracle":  # a ceiling, not a method one could run
                 points.append((x, y))
+    dearest = max((x for x, _ in names), default=1.0)
     for (x, y), methods in names.items():
-        ax.annotate(" = ".join(methods), (x, y), textcoords="offset points", xytext=(7, -12), fontsize=7, color="dimgray")
+        right = x >= dearest / 3  # labels of the dearest points go to their left, clear of the legend
+        ax.annotate(" = ".join(methods), (x, y), textcoords="offset points", xytext=(-10, 9) if right else (7, -12),
+                    ha="right" if right else "left", fontsize=7, color="dimgray")
     front = pareto_frontier(points)
     ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="black", lw=1, label="Pareto frontier (oracle excluded)")
     ax.set_xscale("log")
-    lo, hi = ax.get_xlim()
-    ax.set_xlim(lo, hi * 4)  # room for the labels of the dearest points
     ax.set_xlabel("cost per question (USD, log scale)")
     ax.set_ylabel("accuracy on held-out questions (%, 95% bootstrap interval)")
     ax.set_title(title)

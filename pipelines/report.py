@@ -126,7 +126,7 @@ def build_report(eval_dir: str, run_dir: str) -> Dict:
         r = meta["router"]
         text.append(f"router: a PPO policy (RLlib) over the question's sentence embedding ({r['encoder']}) and the "
                     f"preference vector, picking one arm, trained on the training split with the same reward "
-                    f"({r['iterations']} iterations; {r['path']}).")
+                    f"({r['iterations']} PPO iterations; kept in the run's {os.path.basename(r['path'])}/ directory).")
     blocks.extend(Paragraph(t) for t in text)
 
     accuracy_cost_plot(tables, os.path.join(eval_dir, PLOTS["pareto"]),
