@@ -106,6 +106,15 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from pipelines.bench import run_benchmark
+
+    config_arg, overrides = _split_args(args.items)
+    config = _config_path(config_arg) if args.name == "breakdown" else config_arg
+    run_benchmark(args.name, args, config, overrides)
+    return 0
+
+
 def cmd_router(args) -> int:
     from pipelines.eval import eval_config, resolve_checkpoint, train_run_router
     from pipelines.families import load_families
@@ -142,7 +151,8 @@ def cmd_serve(args) -> int:
 
     from pipelines.cluster import connect
     from pipelines.progress import Progress
-    from pipelines.serve import start_serving
+    from orchestra_ray.experts import ExpertError
+    from pipelines.serve import ServeError, start_serving
 
     import ray
 
@@ -150,7 +160,11 @@ def cmd_serve(args) -> int:
     progress.note(connect(cfg, args.address))
     progress.note(f"checkpoint: {checkpoint}")
     try:
-        served = start_serving(checkpoint, cfg, scfg)
+        try:
+            served = start_serving(checkpoint, cfg, scfg)
+        except (ExpertError, ServeError) as exc:
+            print(f"orchestra-ray: error: {exc}", file=sys.stderr)
+            return 1
         progress.note(f"serving '{served.model_name}' at {served.base_url} (POST /chat/completions, GET /models; "
                       f"health: {served.base_url[:-len('/v1')]}/healthz); Ctrl-C stops")
         try:
@@ -265,6 +279,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         if action == "logs":
             a.add_argument("--follow", action="store_true", help="print the logs until the job ends")
     p.set_defaults(run=cmd_job)
+    p = sub.add_parser("bench", help="a benchmark (weight-sync, sandbox, breakdown): prints a table, writes bench.json")
+    p.add_argument("name", metavar="NAME", choices=("weight-sync", "sandbox", "breakdown"),
+                   help="weight-sync | sandbox | breakdown")
+    p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
+                   help="breakdown only: the config (default quickstart) and dotted overrides")
+    p.add_argument("--address", default=None, help="Ray cluster to join (default: a new local cluster)")
+    p.add_argument("--root", default=None, help="where the bench-NAME-TIMESTAMP directory goes (default: runs)")
+    p.add_argument("--reps", type=int, default=5, help="weight-sync: timed repetitions per model (default 5)")
+    p.add_argument("--workers", type=int, default=2, help="weight-sync: rollout workers receiving the weights (default 2)")
+    p.add_argument("--sizes", default="10M,100M,500M", help="weight-sync: model sizes (default 10M,100M,500M)")
+    p.add_argument("--modes", default="share,copy",
+                   help="weight-sync: share (workers read the published weights in place, as on CPU) and/or copy "
+                        "(each copies them into its own parameters); default share,copy")
+    p.add_argument("--calls", type=int, default=20, help="sandbox: timed calls per variant (default 20)")
+    p.add_argument("--pool-calls", type=int, default=40, help="sandbox: calls in flight for the pool's throughput (default 40)")
+    p.add_argument("--pool-workers", type=int, default=2, help="sandbox: code-interpreter workers (default 2)")
+    p.add_argument("--steps", type=int, default=4, help="breakdown: GRPO steps; the first is a warm-up (default 4)")
+    p.set_defaults(run=cmd_bench)
     args = parser.parse_args(argv)
     if args.command in ("submit", "job"):
         from pipelines.submit import default_address

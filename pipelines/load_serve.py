@@ -36,19 +36,17 @@ async def _one(client, model: str, question, profile: str, gate: asyncio.Semapho
 
 
 async def run(url: str, requests: int, concurrency: int, questions, timeout_s: float) -> int:
-    import httpx
     import openai
 
-    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-                             timeout=timeout_s)
-    client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0, timeout=timeout_s, http_client=http)
+    # The client's own connection pool (up to 1000 connections) holds every concurrent request.
+    client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0, timeout=timeout_s)
     model = (await client.models.list()).data[0].id
     gate = asyncio.Semaphore(concurrency)
     t0 = time.perf_counter()
     results = await asyncio.gather(*[_one(client, model, questions[i % len(questions)], PROFILES[i % len(PROFILES)], gate)
                                      for i in range(requests)])
     wall = time.perf_counter() - t0
-    await http.aclose()
+    await client.close()
     ok = [lat for lat, err, _ in results if err is None]
     errors = [err for _, err, _ in results if err is not None]
     print(f"model {model} at {url}: {requests} requests, concurrency {concurrency}")

@@ -30,6 +30,10 @@ from pipelines.families import load_families
 from pipelines.zoo import load_zoo
 
 
+class ServeError(RuntimeError):
+    """The application could not be deployed; one line."""
+
+
 @dataclass
 class Served:
     base_url: str  # the OpenAI base URL, ending in /v1
@@ -111,7 +115,11 @@ def start_serving(checkpoint: str, cfg: OrchestraConfig, scfg: ServingConfig) ->
                 raise ConfigError(str(exc)) from None
         ray.get([h.ready.remote() for h in served.experts.values()])
         app = orchestrator_application(spec, api, served.experts, served.search, scfg)
-        serve.run(app, name=scfg.app_name, route_prefix=scfg.route_prefix)
+        try:
+            serve.run(app, name=scfg.app_name, route_prefix=scfg.route_prefix)
+        except RuntimeError as exc:  # Serve reports a replica that cannot start with its whole traceback
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ServeError(f"the orchestrator of {checkpoint} could not be deployed: {first[:300]}") from None
     except BaseException:
         served.shutdown()
         raise
