@@ -142,6 +142,7 @@ def cmd_router(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    import signal
     import time
 
     from pipelines.serve import serving_config
@@ -167,6 +168,10 @@ def cmd_serve(args) -> int:
             return 1
         progress.note(f"serving '{served.model_name}' at {served.base_url} (POST /chat/completions, GET /models; "
                       f"health: {served.base_url[:-len('/v1')]}/healthz); Ctrl-C stops")
+        # SIGTERM (a process manager) stops it as Ctrl-C does, and Ctrl-C works even when the
+        # process was started with SIGINT ignored (a background job of a script).
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             while True:
                 time.sleep(3600)
