@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -86,7 +86,6 @@ class OrchestratorPolicy:
         return await asyncio.to_thread(self._run, reqs)
 
     def _run(self, reqs: List[OrchestrationRequest]) -> List[Tuple[Dict[str, Any], str]]:
-        t0 = time.perf_counter()
         client = ServingClient(self.tools, self.spec.expert_timeout_s)
         toolsets: Dict[str, List[ToolSpec]] = {}
         groups: Dict[Tuple[int, float], list] = {}
@@ -107,12 +106,7 @@ class OrchestratorPolicy:
             for (max_turns, temperature), eps in groups.items():
                 run_episodes(self.engine, self.chat, eps, toolsets, client, replace(self.spec.limits, max_turns=max_turns),
                              temperature)
-        wall = time.perf_counter() - t0
-        out = []
-        for req, ep in zip(reqs, episodes):
-            trace = orchestration_trace(ep, req, wall)
-            out.append((trace, ep.answer))
-        return out
+        return [(orchestration_trace(ep, req), ep.answer) for req, ep in zip(reqs, episodes)]
 
 
 app = FastAPI()
@@ -144,6 +138,7 @@ class OrchestratorIngress:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
+        t0 = time.perf_counter()
         try:
             try:
                 body = await request.json()
@@ -159,6 +154,7 @@ class OrchestratorIngress:
             response.cancel()
             return _error(RequestError(f"the orchestration did not finish within serving.request_timeout_s="
                                        f"{self.timeout_s:g} s", None, 504, "timeout"))
+        trace["wall_s"] = time.perf_counter() - t0
         body = completion_body(req, self.api.model_name, trace, answer)
         if not req.stream:
             return body

@@ -200,7 +200,7 @@ def _fallback(ep: Episode) -> None:
     ep.outcome = resp.grade == "A" if resp.grade is not None else False
 
 
-def orchestration_trace(ep: Episode, req: OrchestrationRequest, wall_s: float) -> Dict[str, Any]:
+def orchestration_trace(ep: Episode, req: OrchestrationRequest) -> Dict[str, Any]:
     """What the request cost and which tools it used, call by call; plain data."""
     limit = LIMITS.get(ep.finish_reason) if ep.finish_reason != ANSWER else None
     _fallback(ep)
@@ -225,7 +225,6 @@ def orchestration_trace(ep: Episode, req: OrchestrationRequest, wall_s: float) -
         "outcome": ep.outcome if req.known else None,
         "format_errors": list(ep.format_errors),
         "policy_tokens": {"prompt": ep.prompt_len, "generated": ep.generated_tokens},
-        "wall_s": wall_s,
     }
 
 

@@ -87,6 +87,7 @@ def test_openai_client_gets_the_answer_and_the_trace_of_a_frames_question(served
         assert (c["input_tokens"], c["output_tokens"]) == (want.input_tokens, want.output_tokens)
         assert c["cost"] == pytest.approx(want.cost) and c["latency"] == pytest.approx(want.latency)
     assert trace["total_cost"] == pytest.approx(sum(c["cost"] for c in trace["calls"])) and trace["total_cost"] > 0
+    assert 0 < trace["wall_s"] < 90
     if trace["answer_source"] in zoo.slots:
         assert out.choices[0].message.content == recorded(zoo, trace["answer_source"], q).text
         assert trace["outcome"] == (recorded(zoo, trace["answer_source"], q).grade == "A")
