@@ -4,6 +4,7 @@ publishes each new version of the weights once."""
 from __future__ import annotations
 
 import os
+import time
 from typing import Dict, List, Optional, Sequence
 
 import ray
@@ -45,13 +46,16 @@ class Learner:
         return losses
 
     def train_step(self, samples: Sequence[dict], ref_logprobs: Optional[Sequence[Sequence[float]]], temperature: float) -> Dict[str, float]:
+        t0 = time.perf_counter()
         stats = grpo_update(
             self.model, self.optimizer, samples, ref_logprobs,
             clip_low=self.cfg.clip_low, clip_high=self.cfg.clip_high, kl_coef=self.cfg.kl_coef,
             max_grad_norm=self.cfg.max_grad_norm, epochs=self.cfg.epochs, mini_batches=self.cfg.mini_batches,
             micro_batch_size=self.cfg.micro_batch_size, temperature=temperature, generator=self.generator,
         )
+        t1 = time.perf_counter()
         stats["version"] = float(self.publish())
+        stats["update_s"], stats["publish_s"] = t1 - t0, time.perf_counter() - t1
         return stats
 
     def save(self, path: str, with_optimizer: bool = True) -> str:

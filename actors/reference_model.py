@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import List, Sequence
 
 import ray
@@ -21,9 +22,18 @@ class ReferenceModel:
         self.model, _ = load_policy(policy_path, dtype, device)
         self.model.eval()
         self.micro_batch_size = micro_batch_size
+        self.busy_s = 0.0
 
     def pid(self) -> int:
         return os.getpid()
 
     def logprobs(self, token_ids: Sequence[Sequence[int]], temperature: float = 1.0) -> List[List[float]]:
-        return reference_logprobs(self.model, token_ids, self.micro_batch_size, temperature)
+        t0 = time.perf_counter()
+        try:
+            return reference_logprobs(self.model, token_ids, self.micro_batch_size, temperature)
+        finally:
+            self.busy_s += time.perf_counter() - t0
+
+    def busy_seconds(self) -> float:
+        """Seconds spent computing log-probs since this process started."""
+        return self.busy_s

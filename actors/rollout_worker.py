@@ -16,6 +16,7 @@ from actors.weight_transport import pull_if_newer
 from orchestra_ray.chat import ChatFormat, user_message
 from orchestra_ray.engine import HFEngine
 from orchestra_ray.episode import EpisodeLimits, episode_record, new_episodes, run_episodes
+from orchestra_ray.stage_clock import StageClock, timed
 from orchestra_ray.task import Task
 from orchestra_ray.tiny_model import load_policy
 from orchestra_ray.tools import ToolSpec
@@ -42,11 +43,13 @@ class RolloutWorker:
         quiet_torch_process(spec.torch_threads)
         self.spec, self.index, self.store = spec, index, weight_store
         model, tokenizer = load_policy(spec.policy_path, spec.dtype, spec.device)
-        self.engine = HFEngine(model, tokenizer.pad_token_id, spec.max_batch_size)
+        # On CPU the workers of a node read the published weights in place, one copy for all of them.
+        self.engine = HFEngine(model, tokenizer.pad_token_id, spec.max_batch_size, share_weights=True)
         self.chat = ChatFormat(tokenizer)
         self.tools = {name: list(tools) for name, (_, tools) in spec.toolsets.items()}
         self.client = RayToolClient(experts, code_pool, search)
         self.version = -1
+        self.clock = StageClock()
 
     def __repr__(self) -> str:  # the actor's name in the dashboard and in log prefixes
         return f"RolloutWorker[{self.index}]"
@@ -61,13 +64,17 @@ class RolloutWorker:
             self.version, weights = update
             self.engine.load_weights(weights)
             record("orchestra_weight_sync_seconds", time.perf_counter() - t0)
+            self.clock.add("weight_sync", time.perf_counter() - t0)
         return self.version
 
     def run_groups(self, tasks: List[Task], group_size: int, temperature: float, seed: int) -> List[dict]:
         """All samples of these tasks, batched together, generated with the latest weights; every
-        record is stamped with the weight version that produced it."""
+        record is stamped with the weight version that produced it, and carries its share of the
+        batch's wall time by stage (`rollout_seconds`)."""
         import torch
 
+        t0 = time.perf_counter()
+        self.clock.take()
         self.sync_weights()
         torch.manual_seed(seed)
         episodes = []
@@ -78,5 +85,11 @@ class RolloutWorker:
             ep.weight_version = self.version
             if ep.task.toolset.startswith("domain:"):
                 ep.env = self.spec.domains[ep.task.toolset[len("domain:"):]].new_env()
-        run_episodes(self.engine, self.chat, episodes, self.tools, self.client, self.spec.limits, temperature)
-        return [episode_record(ep, self.spec.slots) for ep in episodes]
+        engine = timed(self.engine, self.clock, {"generate": "generation"})
+        client = timed(self.client, self.clock, {"respond_many": "tools", "run_tools": "tools"})
+        run_episodes(engine, self.chat, episodes, self.tools, client, self.spec.limits, temperature)
+        records = [episode_record(ep, self.spec.slots) for ep in episodes]
+        seconds = {**self.clock.take(), "worker": time.perf_counter() - t0}
+        for rec in records:
+            rec["rollout_seconds"] = {k: v / len(records) for k, v in seconds.items()}
+        return records

@@ -3,6 +3,10 @@
 After each update the learner puts its weights into the object store once (numpy arrays, read
 zero-copy by every process on a node) and publishes (version, ref) to the `WeightStore`. Rollout
 workers and the reference model pull the latest version before their next group.
+
+Entries of the state dict that share one tensor (tied input and output embeddings) are sent once,
+under the first name: a receiver of the same architecture shares them too, so loading that name
+fills both, and neither the object store nor any receiver copies those bytes twice.
 """
 
 from __future__ import annotations
@@ -31,8 +35,17 @@ class WeightStore:
 
 
 def state_to_numpy(model) -> Dict[str, np.ndarray]:
-    return {k: v.detach().cpu().float().numpy() if v.dtype.is_floating_point else v.detach().cpu().numpy()
-            for k, v in model.state_dict().items()}
+    """The state dict as numpy arrays (float32 for floating point), each shared tensor once."""
+    out: Dict[str, np.ndarray] = {}
+    seen = set()
+    for k, v in model.state_dict().items():
+        key = (v.data_ptr(), tuple(v.shape), tuple(v.stride()))
+        if key in seen:
+            continue
+        seen.add(key)
+        t = v.detach().cpu()
+        out[k] = t.float().numpy() if t.dtype.is_floating_point else t.numpy()
+    return out
 
 
 def publish_model(store, model, version: int) -> int:

@@ -1,0 +1,115 @@
+"""`orchestra-ray bench NAME`: benchmarks that measure and report, never pass or fail on speed.
+Each prints a table and writes bench.json (with the machine it ran on and the load around it) into
+its own run directory, `<root>/bench-<name>-<timestamp>/`."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from typing import Callable, Dict, Optional
+
+BENCHMARKS = ("weight-sync", "sandbox", "breakdown")
+
+
+def machine() -> Dict:
+    import numpy
+    import ray
+    import torch
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "ray": ray.__version__, "numpy": numpy.__version__,
+            "load_average": list(os.getloadavg())}
+
+
+def bench_dir(root: str, name: str) -> str:
+    path = os.path.join(root, f"bench-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    suffix = 1
+    while os.path.exists(path):  # two runs in the same second
+        suffix += 1
+        path = os.path.join(root, f"bench-{name}-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}")
+    os.makedirs(path)
+    return path
+
+
+def save(result: Dict, run_dir: str, started: Dict) -> str:
+    result = {**result, "machine": {**started, "load_average_after": list(os.getloadavg())}}
+    path = os.path.join(run_dir, "bench.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def start_local_cluster(address: Optional[str]) -> Callable[[], None]:
+    """Joins `address`, or starts a local cluster of this machine's CPUs; returns how to leave it
+    (nothing to do when the caller was already connected)."""
+    import ray
+
+    if ray.is_initialized():
+        return lambda: None
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}}
+    if address:
+        ray.init(address=address, runtime_env=env, logging_level="WARNING")
+    else:
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=env, logging_level="WARNING")
+    return ray.shutdown
+
+
+def run_benchmark(name: str, args, config_path: Optional[str] = None, overrides=()) -> str:
+    """Runs benchmark `name` with the CLI's arguments; prints its table and returns bench.json's path."""
+    import ray
+
+    started = machine()
+    if name == "breakdown":
+        from orchestra_ray.config import ConfigError, load_config
+        from pipelines import bench_breakdown
+        from pipelines.cluster import connect
+        from pipelines.families import load_families
+        from pipelines.progress import Progress
+        from pipelines.zoo import load_zoo
+
+        if args.steps < 1:
+            raise ConfigError(f"--steps must be >= 1, got {args.steps}")
+        cfg = load_config(config_path, [f"trainer.steps={args.steps}", "eval.enabled=false", *overrides])
+        zoo = load_zoo(cfg)
+        families = load_families(cfg, zoo)
+        run_dir = bench_dir(args.root or cfg.run.root, name)
+        progress = Progress()
+        leave = lambda: None  # noqa: E731
+        if not ray.is_initialized():
+            progress.note(connect(cfg, args.address))
+            leave = ray.shutdown
+        try:
+            result = bench_breakdown.run(cfg, zoo, families, run_dir, progress)
+        finally:
+            leave()
+        text = bench_breakdown.table(result)
+    else:
+        from orchestra_ray.config import ConfigError
+        from pipelines import bench_weight_sync
+
+        if overrides or config_path:
+            raise ConfigError(f"bench {name} takes no config or key=value overrides")
+        sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        if name == "weight-sync":
+            bench_weight_sync.check_args(sizes, args.workers, args.reps, modes=modes)
+        run_dir = bench_dir(args.root or "runs", name)
+        leave = start_local_cluster(args.address)
+        try:
+            if name == "weight-sync":
+                module = bench_weight_sync
+                result = module.run(sizes, args.workers, args.reps, modes)
+            else:
+                from pipelines import bench_sandbox_pool as module
+
+                result = module.run(args.calls, args.pool_calls, args.pool_workers)
+        finally:
+            leave()
+        text = module.table(result)
+    path = save(result, run_dir, started)
+    print(text, flush=True)
+    print(f"results: {path}", flush=True)
+    return path

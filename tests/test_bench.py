@@ -1,0 +1,109 @@
+"""The benchmarks at tiny sizes on a real local Ray cluster: each writes the fields it promises,
+with sane values (positive times, shares summing to one). Speed itself is not asserted."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import ray
+
+from pipelines.cli import main
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def read_bench(root, name):
+    (d,) = [e for e in os.listdir(root) if e.startswith(f"bench-{name}-")]
+    with open(os.path.join(root, d, "bench.json")) as f:
+        return json.load(f)
+
+
+def test_tied_embeddings_travel_once_and_reach_the_receiver(cluster):
+    from actors.weight_sync_bench import random_model
+    from actors.weight_transport import WeightStore, publish_model, pull_if_newer, state_to_numpy
+    from orchestra_ray.engine import HFEngine
+    from pipelines.bench_weight_sync import TINY, qwen3_config
+
+    config = qwen3_config(TINY)
+    sender = random_model(config, seed=0)
+    assert sender.lm_head.weight.data_ptr() == sender.model.embed_tokens.weight.data_ptr()
+    sent = state_to_numpy(sender)
+    assert "lm_head.weight" not in sent and "model.embed_tokens.weight" in sent
+    store = WeightStore.remote()
+    publish_model(store, sender, 0)
+    version, weights = pull_if_newer(store, -1)
+    assert version == 0 and pull_if_newer(store, 0) is None
+    for share in (False, True):
+        receiver = random_model(config, seed=1)
+        HFEngine(receiver, pad_token_id=0, share_weights=share).load_weights(weights)
+        for (name, a), b in zip(sender.state_dict().items(), receiver.state_dict().values()):
+            assert np.array_equal(a.numpy(), b.numpy()), name
+        # Shared: the receiver's parameters are the object-store arrays themselves, not copies.
+        embed = weights["model.embed_tokens.weight"]
+        assert (receiver.lm_head.weight.data_ptr() == embed.ctypes.data) is share
+    ray.kill(store)
+
+
+def test_weight_sync_bench_reports_sync_copy_and_ratio(cluster, tmp_path, capsys):
+    from pipelines import bench_weight_sync
+
+    bench_weight_sync.SIZES["tiny"] = bench_weight_sync.TINY
+    try:
+        assert main(["bench", "weight-sync", "--sizes", "tiny", "--reps", "2", "--workers", "2", "--root", str(tmp_path)]) == 0
+    finally:
+        del bench_weight_sync.SIZES["tiny"]
+    out = read_bench(tmp_path, "weight-sync")
+    assert [r["mode"] for r in out["results"]] == ["share", "copy"]
+    for r in out["results"]:
+        assert r["model"] == "tiny" and r["workers"] == 2 and r["reps"] == 2
+        assert r["parameters"] > 0 and r["bytes"] == 4 * r["parameters"]  # float32, the tied embedding once
+        assert r["sync_s"] > 0 and r["copy_s"] > 0 and math.isclose(r["ratio"], r["sync_s"] / r["copy_s"])
+        assert all(v > 0 for v in r["parts_s"].values()) and len(r["sync_s_all"]) == 2
+    assert out["machine"]["cpus"] >= 1
+    assert "ratio" in capsys.readouterr().out
+
+
+def test_weight_sync_bench_rejects_an_unknown_size(cluster, tmp_path, capsys):
+    assert main(["bench", "weight-sync", "--sizes", "7B", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model size(s) 7B" in err and len(err.strip().splitlines()) == 1
+
+
+def test_sandbox_bench_reports_latency_ratio_and_pool_throughput(cluster, tmp_path):
+    assert main(["bench", "sandbox", "--calls", "2", "--pool-calls", "4", "--pool-workers", "1", "--root", str(tmp_path)]) == 0
+    out = read_bench(tmp_path, "sandbox")
+    m = out["median_s"]
+    assert all(m[k] > 0 for k in ("bare_subprocess", "sandboxed", "pool_call"))
+    assert math.isclose(out["latency_ratio"], m["sandboxed"] / m["bare_subprocess"])
+    assert out["pool"]["calls"] == 4 and out["pool"]["calls_per_s"] > 0
+
+
+def test_breakdown_bench_shares_cover_the_step(cluster, tmp_path, frames_dir):
+    args = ["bench", "breakdown", "quickstart", f"data.path={frames_dir}", "data.max_train_questions=16", "data.max_heldout_questions=4",
+            f"policy.cache_dir={tmp_path / 'cache'}", "policy.tiny.pretrain_steps=5", "policy.tiny.hidden_size=32",
+            "policy.tiny.intermediate_size=64", "policy.tiny.head_dim=16",
+            "rollout.tasks_per_step=2", "rollout.group_size=2", "rollout.max_turns=2", "rollout.max_new_tokens=8",
+            "warm_start.examples=4", "warm_start.batch_size=4",
+            # Keep every sample, so that each step trains and publishes.
+            "reward.filter_zero_variance=false", "reward.filter_format_errors=false", "reward.filter_no_answer=false",
+            "--steps", "2", "--root", str(tmp_path)]
+    assert main(args) == 0
+    out = read_bench(tmp_path, "breakdown")
+    assert out["steps_counted"] == [2] and [s["step"] for s in out["steps"]] == [1, 2]
+    shares = out["shares"]
+    assert set(shares) == {"generation", "tools", "rollout_other", "weight_sync", "reference_logprobs",
+                           "learner_update", "driver", "waiting"}
+    assert all(v >= 0 for v in shares.values()) and math.isclose(sum(shares.values()), 1.0, abs_tol=1e-6)
+    # Every step generates, trains and publishes: those stages take time.
+    for s in out["steps"]:
+        assert s["wall_s"] > 0 and s["samples"] == 4
+        assert all(s["seconds"][k] > 0 for k in ("generation", "learner_update", "weight_sync", "reference_logprobs"))
+        assert math.isclose(sum(s["seconds"].values()), s["wall_s"], rel_tol=1e-6)
+    assert out["orchestration_overhead"] == shares["waiting"]
