@@ -1,8 +1,12 @@
 """Weight transport through the Ray object store.
 
-After each update the learner puts its weights into the object store once (numpy arrays, read
-zero-copy by every process on a node) and publishes (version, ref) to the `WeightStore`. Rollout
-workers and the reference model pull the latest version before their next group.
+After each update the learner puts its weights into the object store once and publishes
+(version, ref) to the `WeightStore`. Rollout workers and the reference model pull the latest version
+before their next group, as numpy arrays read zero-copy from the node's shared memory.
+
+A version travels as one contiguous byte buffer and its layout (name, dtype, shape, offset): Ray
+writes one large buffer into the store several times faster than the same bytes as a few hundred
+arrays, and the learner packs into a buffer it keeps, whose pages are already mapped.
 
 Entries of the state dict that share one tensor (tied input and output embeddings) are sent once,
 under the first name: a receiver of the same architecture shares them too, so loading that name
@@ -11,10 +15,14 @@ fills both, and neither the object store nor any receiver copies those bytes twi
 
 from __future__ import annotations
 
+import weakref
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import ray
+
+_ALIGN = 64  # bytes: every array starts aligned for any dtype and for vector loads
+_staging: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> its packing buffer
 
 
 @ray.remote(num_cpus=0)
@@ -48,8 +56,36 @@ def state_to_numpy(model) -> Dict[str, np.ndarray]:
     return out
 
 
+def pack_state(model) -> Dict:
+    """`state_to_numpy(model)` copied into one contiguous byte buffer, with its layout. The buffer is
+    reused by the next call for the same model (`ray.put` copies it before returning)."""
+    arrays = state_to_numpy(model)
+    layout: List[Tuple[str, str, Tuple[int, ...], int]] = []
+    size = 0
+    for name, a in arrays.items():
+        layout.append((name, a.dtype.str, tuple(a.shape), size))
+        size += -(-a.nbytes // _ALIGN) * _ALIGN
+    buf = _staging.get(model)
+    if buf is None or buf.nbytes != size:
+        buf = _staging[model] = np.empty(size, dtype=np.uint8)
+    for (_, _, _, offset), a in zip(layout, arrays.values()):
+        np.copyto(buf[offset : offset + a.nbytes].view(a.dtype).reshape(a.shape), a)
+    return {"layout": layout, "data": buf}
+
+
+def unpack_state(packed: Dict) -> Dict[str, np.ndarray]:
+    """Name -> array views into the packed buffer (no copy)."""
+    data = packed["data"]
+    out: Dict[str, np.ndarray] = {}
+    for name, dtype, shape, offset in packed["layout"]:
+        dt = np.dtype(dtype)
+        n = dt.itemsize * int(np.prod(shape, dtype=np.int64))
+        out[name] = data[offset : offset + n].view(dt).reshape(shape)
+    return out
+
+
 def publish_model(store, model, version: int) -> int:
-    ref = ray.put(state_to_numpy(model))
+    ref = ray.put(pack_state(model))
     return ray.get(store.publish.remote(version, [ref]))
 
 
@@ -57,4 +93,4 @@ def pull_if_newer(store, current: int) -> Optional[Tuple[int, Dict[str, np.ndarr
     version, refs = ray.get(store.latest.remote())
     if version <= current or not refs:
         return None
-    return version, ray.get(refs[0])
+    return version, unpack_state(ray.get(refs[0]))

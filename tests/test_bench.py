@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import ray
+import torch
 
 from pipelines.cli import main
 
@@ -48,6 +49,14 @@ def test_tied_embeddings_travel_once_and_reach_the_receiver(cluster):
         # Shared: the receiver's parameters are the object-store arrays themselves, not copies.
         embed = weights["model.embed_tokens.weight"]
         assert (receiver.lm_head.weight.data_ptr() == embed.ctypes.data) is share
+    # The learner packs the next version into the same buffer: what was published stays as it was.
+    before = weights["model.norm.weight"].copy()
+    with torch.no_grad():
+        sender.model.norm.weight.add_(1.0)
+    publish_model(store, sender, 1)
+    version, newer = pull_if_newer(store, 0)
+    assert version == 1 and np.array_equal(weights["model.norm.weight"], before)
+    assert np.array_equal(newer["model.norm.weight"], before + 1.0)
     ray.kill(store)
 
 
