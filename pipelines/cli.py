@@ -74,16 +74,22 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
+def _of_run(path: str, items: List[str]):
+    """(checkpoint, run dir, config, zoo, families) of a run directory or checkpoint: the run's own
+    config unless another is named, then overrides; data problems surface before the cluster starts."""
     from pipelines.eval import eval_config, resolve_checkpoint
     from pipelines.families import load_families
     from pipelines.zoo import load_zoo
 
-    checkpoint, run_dir = resolve_checkpoint(args.checkpoint)
-    config_arg, overrides = _split_args(args.items)
+    checkpoint, run_dir = resolve_checkpoint(path)
+    config_arg, overrides = _split_args(items)
     cfg = eval_config(run_dir, _config_path(config_arg) if config_arg else None, overrides)
     zoo = load_zoo(cfg)
-    families = load_families(cfg, zoo)
+    return checkpoint, run_dir, cfg, zoo, load_families(cfg, zoo)
+
+
+def cmd_eval(args) -> int:
+    checkpoint, run_dir, cfg, zoo, families = _of_run(args.checkpoint, args.items)
 
     from pipelines.cluster import connect
     from pipelines.eval import run_eval
@@ -116,17 +122,10 @@ def cmd_bench(args) -> int:
 
 
 def cmd_router(args) -> int:
-    from pipelines.eval import eval_config, resolve_checkpoint, train_run_router
-    from pipelines.families import load_families
-    from pipelines.zoo import load_zoo
-
-    _, run_dir = resolve_checkpoint(args.run_dir)
-    config_arg, overrides = _split_args(args.items)
-    cfg = eval_config(run_dir, _config_path(config_arg) if config_arg else None, overrides)
-    zoo = load_zoo(cfg)
-    families = load_families(cfg, zoo)
+    _, run_dir, cfg, zoo, families = _of_run(args.run_dir, args.items)
 
     from pipelines.cluster import connect
+    from pipelines.eval import train_run_router
     from pipelines.progress import Progress
 
     import ray
