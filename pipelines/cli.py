@@ -233,34 +233,33 @@ def cmd_job(args) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="orchestra-ray", description="Train tool-orchestrating policies with GRPO on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="warm start + GRPO training (embedded local Ray cluster unless --address)")
+    # --address of the commands that join a Ray cluster (or start an embedded one)
+    join = argparse.ArgumentParser(add_help=False)
+    join.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster)")
+    p = sub.add_parser("train", parents=[join], help="warm start + GRPO training (embedded local Ray cluster unless --address)")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
                    help="a YAML file or a shipped config name (default: quickstart), then dotted overrides")
-    p.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     p.set_defaults(run=cmd_train)
 
-    p = sub.add_parser("eval", help="the policy of a checkpoint and the baselines on the held-out split; writes a report")
+    p = sub.add_parser("eval", parents=[join], help="the policy of a checkpoint and the baselines on the held-out split; writes a report")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint directory, or a run directory (its latest checkpoint)")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
                    help="default: the run's own config.yaml; then dotted overrides")
-    p.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster)")
     p.add_argument("--no-router", dest="router", action="store_false", help="leave out the learned RLlib router baseline")
     p.add_argument("--router-iterations", type=int, default=30, help="PPO iterations when the router is trained (default 30)")
     p.set_defaults(run=cmd_eval)
 
-    p = sub.add_parser("router", help="train the learned RLlib PPO router baseline on a run's training split")
+    p = sub.add_parser("router", parents=[join], help="train the learned RLlib PPO router baseline on a run's training split")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or one of its checkpoints)")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]", help="as for eval")
-    p.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster)")
     p.add_argument("--iterations", type=int, default=30, help="PPO iterations (default 30)")
     p.set_defaults(run=cmd_router)
 
-    p = sub.add_parser("serve", help="serve a checkpoint's policy and its tool zoo behind an OpenAI-compatible API on Ray Serve")
+    p = sub.add_parser("serve", parents=[join], help="serve a checkpoint's policy and its tool zoo behind an OpenAI-compatible API on Ray Serve")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint directory, or a run directory (its latest checkpoint)")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
                    help="default: the run's own config.yaml; then dotted overrides, serving.* for the server")
-    p.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster)")
     p.set_defaults(run=cmd_serve)
 
     address = argparse.ArgumentParser(add_help=False)
