@@ -39,6 +39,9 @@ class Learner:
         self.version += 1
         return publish_model(self.store, self.model, self.version)
 
+    def current_version(self) -> int:
+        return self.version
+
     def warm_start(self, demos: Sequence[dict], epochs: int, batch_size: int, lr: float, seed: int) -> List[float]:
         """Supervised stage with its own optimizer; the GRPO optimizer starts fresh afterwards."""
         losses = sft_update(self.model, self._optimizer(lr), demos, epochs=epochs, batch_size=batch_size,

@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 PENDING_WARN_S = 60.0  # a step with no worker placed for this long says what it waits for
 
 
+class RolloutsCancelled(RuntimeError):
+    """The run stopped while rollouts ahead of the learner were still being generated."""
+
+
 @dataclass
 class _Member:
     index: int
@@ -57,6 +61,7 @@ class RolloutPool:
         self.members: Dict[int, _Member] = {}
         self.next_index = 0
         self.counts = {"added": 0, "released": 0, "replaced": 0}
+        self.cancelled = False
         for _ in range(num_workers):
             self._add()
 
@@ -154,6 +159,10 @@ class RolloutPool:
         return released
 
     # ---- work -------------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Makes a `run` in progress (on another thread) stop at its next poll."""
+        self.cancelled = True
+
     def _batches(self, tasks: Sequence) -> List[List]:
         if self.scaling:
             size = self.autoscale.groups_per_worker
@@ -179,6 +188,8 @@ class RolloutPool:
         inflight: Dict[ray.ObjectRef, tuple] = {}
         t0, warned = time.monotonic(), False
         while queue or inflight:
+            if self.cancelled:
+                raise RolloutsCancelled(f"step {ledger.step}: rollouts cancelled with {len(inflight)} batch(es) in flight")
             self._poll()
             now = time.monotonic()
             for m in list(self.members.values()):

@@ -161,6 +161,10 @@ class RolloutConfig:
     max_batch_retries: int = 3
     retry_backoff_s: float = 1.0
     batch_timeout_s: float = 0.0  # 0: no limit
+    # 0: synchronous GRPO (each step's rollouts use the latest weights). N > 0: asynchronous; the
+    # rollouts of the next N steps are generated while the learner trains, and no sample more than
+    # N weight versions older than the learner's is trained on.
+    max_staleness: int = 0
 
 
 @dataclass
@@ -398,6 +402,7 @@ def validate(cfg: OrchestraConfig) -> None:
     _require(r.temperature >= 0, "rollout.temperature", "must not be negative")
     _require(r.max_batch_retries >= 0, "rollout.max_batch_retries", "must not be negative")
     _require(r.retry_backoff_s >= 0, "rollout.retry_backoff_s", "must not be negative")
+    _require(r.max_staleness >= 0, "rollout.max_staleness", "must not be negative (0: synchronous)")
     _require(r.batch_timeout_s >= 0, "rollout.batch_timeout_s", "must not be negative (0: no limit)")
     a = r.autoscale
     if a.enabled:

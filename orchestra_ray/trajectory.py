@@ -14,6 +14,8 @@ Columns
   metrics, preference_profile, preference      M and P (map metric -> value)
   reward, advantage                            the scalar reward and the grouped advantage
   kept, zero_variance, has_format_error, no_answer   filter flags; kept = trained on
+  learner_version, staleness                   learner's weight version when the step trained, and
+                                               learner_version - weight_version (null in evaluations)
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ TRAJECTORY_SCHEMA = pa.schema(
         ("zero_variance", pa.bool_()),
         ("has_format_error", pa.bool_()),
         ("no_answer", pa.bool_()),
+        ("learner_version", pa.int64()),
+        ("staleness", pa.int32()),
     ]
 )
 

@@ -6,6 +6,8 @@
         reward = orchestration_reward over each group -> grouped advantages, filters
         reference log-probs -> learner PPO-clip + KL step -> publish version v+1
         write the step's trajectories (Parquet) and metrics; checkpoint on schedule
+    (asynchronous mode, rollout.max_staleness = N > 0: the rollouts of the next N steps are
+    generated while the learner trains; pipelines/rollout_ahead.py)
     held-out evaluation of the warm-start and final policies, with a paired bootstrap interval
 """
 
@@ -47,12 +49,14 @@ from orchestra_ray.failures import INFRASTRUCTURE
 from orchestra_ray.ledger import StepLedger
 from orchestra_ray.preferences import COST, LATENCY, OUTCOME
 from orchestra_ray.reward import orchestration_reward
+from orchestra_ray.staleness import within_bound
 from orchestra_ray.task import ARITHMETIC, FRAMES, MixedTaskSampler, Task, demo_tasks, eval_tasks
 from orchestra_ray.tiny_model import tiny_policy_path
 from orchestra_ray.trajectory import trajectory_rows
 from pipelines.cluster import dashboard_url
 from pipelines.families import Families, load_families
 from pipelines.progress import Progress
+from pipelines.rollout_ahead import Collected, RolloutAhead
 from pipelines.zoo import Zoo, pretraining_documents, tokenizer_corpus
 
 
@@ -65,7 +69,9 @@ class Trainer:
         self.step = 0
         self.sampler = MixedTaskSampler(self.families.train, cfg.families.weights, cfg.preferences.train_profiles,
                                         self.zoo.slots, cfg.run.seed)
+        self.data_position = self.sampler.position  # after the tasks of the last step trained
         self.code_pool = self.search = None
+        self.ahead: Optional[RolloutAhead] = None
 
     # ---- set-up -------------------------------------------------------------------------------
     def policy_path(self) -> str:
@@ -196,15 +202,31 @@ class Trainer:
             json.dump(result, f, indent=1)
         return result
 
+    def collect(self, step: int, tasks: List[Task]) -> Collected:
+        """One step's groups from the rollout pool, every episode accounted for by the step's ledger."""
+        r = self.cfg.rollout
+        t0 = time.time()
+        ledger = StepLedger(step)
+        records = self.rollout(tasks, r.group_size, r.temperature, seed=self.cfg.run.seed * 100_003 + step, ledger=ledger)
+        books = ledger.close()  # every issued episode completed exactly once, or the step fails here
+        return Collected(records, books, time.time() - t0)
+
+    def start_rollouts_ahead(self) -> RolloutAhead:
+        """The step loop's source of rollouts: synchronous, or up to rollout.max_staleness steps ahead."""
+        r = self.cfg.rollout
+        self.ahead = RolloutAhead(self.collect, lambda step: self.sampler.next_tasks(r.tasks_per_step, step),
+                                  lambda: self.sampler.position, r.max_staleness, self.cfg.trainer.steps, self.pool.cancel)
+        return self.ahead
+
     def grpo_step(self) -> Dict:
         cfg, r = self.cfg, self.cfg.rollout
         self.step += 1
         t0 = time.time()
-        tasks = self.sampler.next_tasks(r.tasks_per_step, self.step)
-        ledger = StepLedger(self.step)
-        records = self.rollout(tasks, r.group_size, r.temperature, seed=cfg.run.seed * 100_003 + self.step, ledger=ledger)
-        books = ledger.close()  # every issued episode completed exactly once, or the step fails here
-        t_roll = time.time() - t0
+        if self.ahead is None:
+            self.start_rollouts_ahead()
+        got, self.data_position = self.ahead.take(self.step)
+        records, books, t_roll = got.records, got.books, got.seconds
+        t_wait = time.time() - t0
         counts = FilterCounts()
         by_task: Dict[str, List[dict]] = {}
         for rec in records:
@@ -228,6 +250,15 @@ class Trainer:
             if g["kept"] and any(c.get("error_kind") == INFRASTRUCTURE for c in g["tool_calls"]):
                 g["kept"] = False
                 counts.infrastructure_failure_samples += 1
+                counts.kept_samples -= 1
+        # Rollouts run ahead of the learner may come from older weights: stamp each sample with its
+        # staleness, and train on none beyond the bound.
+        learner_version = ray.get(self.learner.current_version.remote())
+        for g, ok in zip(records, within_bound([g["weight_version"] for g in records], learner_version, r.max_staleness)):
+            g["learner_version"], g["staleness"] = learner_version, learner_version - g["weight_version"]
+            if g["kept"] and not ok:
+                g["kept"] = False
+                counts.stale_samples += 1
                 counts.kept_samples -= 1
         self.write_trajectories(records)
         kept = [g for g in records if g["kept"]]
@@ -255,6 +286,9 @@ class Trainer:
             "format_error_rate": sum(1 for g in records if g["format_errors"]) / n,
             "tokens_per_s": gen_tokens / max(t_roll, 1e-9),
             "rollout_s": t_roll,
+            "rollout_wait_s": t_wait,  # what the loop waited for rollouts (less than rollout_s when ahead)
+            "staleness": {"max": max(g["staleness"] for g in kept) if kept else 0,
+                          "mean": sum(g["staleness"] for g in kept) / len(kept) if kept else 0.0},
             "learn_s": t_learn,
             "filters": counts.as_dict(),
             # Failed tool and expert calls by whose fault they were (orchestra_ray.failures).
@@ -285,7 +319,7 @@ class Trainer:
         ray.get(self.learner.save.remote(tmp))
         state = {
             "step": self.step,
-            "data_position": self.sampler.position,
+            "data_position": self.data_position,
             "rng": {"python": _encode_rng(random.getstate()), "numpy": _encode_rng(np.random.get_state()),
                     "torch": torch.get_rng_state().tolist()},
             "split": self.split(),
@@ -297,6 +331,7 @@ class Trainer:
         state = ckpt.read_state(path)
         self.step = int(state["step"])
         self.sampler.restore(state["data_position"])
+        self.data_position = self.sampler.position
         random.setstate(_decode_rng(state["rng"]["python"]))
         np.random.set_state(_decode_rng(state["rng"]["numpy"]))
         torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
@@ -420,11 +455,15 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
             progress.eval_line("warm start", before)
     progress.start(cfg.trainer.steps, tr.step)
     last = None
-    while tr.step < cfg.trainer.steps:
-        last = tr.grpo_step()
-        progress.step(last)
-        if tr.step % cfg.trainer.checkpoint_every == 0 or tr.step == cfg.trainer.steps:
-            tr.save_checkpoint()
+    try:
+        while tr.step < cfg.trainer.steps:
+            last = tr.grpo_step()
+            progress.step(last)
+            if tr.step % cfg.trainer.checkpoint_every == 0 or tr.step == cfg.trainer.steps:
+                tr.save_checkpoint()
+    finally:
+        if tr.ahead is not None:
+            tr.ahead.close()
     progress.close()
     if tr.step > 0 and ckpt.latest_checkpoint(run_dir) != ckpt.step_dir(run_dir, tr.step):
         tr.save_checkpoint()

@@ -145,6 +145,7 @@ def test_counts_accumulate_across_groups():
         "format_error_samples": 2,
         "no_answer_samples": 2,
         "infrastructure_failure_samples": 0,  # counted by the driver, from the tool calls
+        "stale_samples": 0,  # counted by the driver, from the weight versions
         # group 1: 1 kept (format error dropped); group 2: zero variance dropped; group 3: all 3 kept
         "kept_samples": 4,
         "total_samples": 8,
