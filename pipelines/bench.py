@@ -10,7 +10,9 @@ import platform
 import time
 from typing import Callable, Dict, Optional
 
-BENCHMARKS = ("weight-sync", "sandbox", "breakdown")
+BENCHMARKS = ("trl", "weight-sync", "sandbox", "breakdown")
+DEFAULT_REPS = {"weight-sync": 5, "trl": 3}
+DEFAULT_STEPS = {"breakdown": 4, "trl": 5}
 
 
 def machine() -> Dict:
@@ -62,17 +64,27 @@ def run_benchmark(name: str, args, config_path: Optional[str] = None, overrides=
     import ray
 
     started = machine()
-    if name == "breakdown":
+    reps = args.reps if args.reps is not None else DEFAULT_REPS.get(name, 1)
+    steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(name, 1)
+    if name in ("breakdown", "trl"):
         from orchestra_ray.config import ConfigError, load_config
-        from pipelines import bench_breakdown
+        from pipelines import bench_breakdown, bench_trl
         from pipelines.cluster import connect
         from pipelines.families import load_families
         from pipelines.progress import Progress
         from pipelines.zoo import load_zoo
 
-        if args.steps < 1:
-            raise ConfigError(f"--steps must be >= 1, got {args.steps}")
-        cfg = load_config(config_path, [f"trainer.steps={args.steps}", "eval.enabled=false", *overrides])
+        if steps < (2 if name == "trl" else 1):
+            raise ConfigError(f"--steps must be >= {2 if name == 'trl' else 1}, got {steps}")
+        if reps < 1:
+            raise ConfigError(f"--reps must be >= 1, got {reps}")
+        if name == "trl":
+            # TRL's side needs the task's shape fixed before the config is read; the user's
+            # overrides (group size, lengths, lr ...) come after and apply to both sides.
+            base = bench_trl.routing_overrides(steps, 8, 8, 40)
+            cfg = load_config(config_path, [*base, *overrides, f"trainer.steps={steps}", f"trainer.checkpoint_every={steps}"])
+        else:
+            cfg = load_config(config_path, [f"trainer.steps={steps}", "eval.enabled=false", *overrides])
         zoo = load_zoo(cfg)
         families = load_families(cfg, zoo)
         run_dir = bench_dir(args.root or cfg.run.root, name)
@@ -81,11 +93,15 @@ def run_benchmark(name: str, args, config_path: Optional[str] = None, overrides=
         if not ray.is_initialized():
             progress.note(connect(cfg, args.address))
             leave = ray.shutdown
+        module = bench_trl if name == "trl" else bench_breakdown
         try:
-            result = bench_breakdown.run(cfg, zoo, families, run_dir, progress)
+            if name == "trl":
+                result = bench_trl.run(cfg, zoo, families, run_dir, reps, progress)
+            else:
+                result = bench_breakdown.run(cfg, zoo, families, run_dir, progress)
         finally:
             leave()
-        text = bench_breakdown.table(result)
+        text = module.table(result)
     else:
         from orchestra_ray.config import ConfigError
         from pipelines import bench_weight_sync
@@ -95,13 +111,13 @@ def run_benchmark(name: str, args, config_path: Optional[str] = None, overrides=
         sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         if name == "weight-sync":
-            bench_weight_sync.check_args(sizes, args.workers, args.reps, modes=modes)
+            bench_weight_sync.check_args(sizes, args.workers, reps, modes=modes)
         run_dir = bench_dir(args.root or "runs", name)
         leave = start_local_cluster(args.address)
         try:
             if name == "weight-sync":
                 module = bench_weight_sync
-                result = module.run(sizes, args.workers, args.reps, modes)
+                result = module.run(sizes, args.workers, reps, modes)
             else:
                 from pipelines import bench_sandbox_pool as module
 

@@ -116,7 +116,7 @@ def cmd_bench(args) -> int:
     from pipelines.bench import run_benchmark
 
     config_arg, overrides = _split_args(args.items)
-    config = _config_path(config_arg) if args.name == "breakdown" else config_arg
+    config = _config_path(config_arg) if args.name in ("breakdown", "trl") else config_arg
     run_benchmark(args.name, args, config, overrides)
     return 0
 
@@ -282,14 +282,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         if action == "logs":
             a.add_argument("--follow", action="store_true", help="print the logs until the job ends")
     p.set_defaults(run=cmd_job)
-    p = sub.add_parser("bench", help="a benchmark (weight-sync, sandbox, breakdown): prints a table, writes bench.json")
-    p.add_argument("name", metavar="NAME", choices=("weight-sync", "sandbox", "breakdown"),
-                   help="weight-sync | sandbox | breakdown")
+    p = sub.add_parser("bench", help="a benchmark (trl, weight-sync, sandbox, breakdown): prints a table, writes bench.json")
+    p.add_argument("name", metavar="NAME", choices=("trl", "weight-sync", "sandbox", "breakdown"),
+                   help="trl | weight-sync | sandbox | breakdown")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
-                   help="breakdown only: the config (default quickstart) and dotted overrides")
+                   help="trl and breakdown: the config (default quickstart) and dotted overrides")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: a new local cluster)")
     p.add_argument("--root", default=None, help="where the bench-NAME-TIMESTAMP directory goes (default: runs)")
-    p.add_argument("--reps", type=int, default=5, help="weight-sync: timed repetitions per model (default 5)")
+    p.add_argument("--reps", type=int, default=None,
+                   help="timed repetitions: weight-sync per model (default 5), trl per side (default 3)")
     p.add_argument("--workers", type=int, default=2, help="weight-sync: rollout workers receiving the weights (default 2)")
     p.add_argument("--sizes", default="10M,100M,500M", help="weight-sync: model sizes (default 10M,100M,500M)")
     p.add_argument("--modes", default="share,copy",
@@ -298,7 +299,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--calls", type=int, default=20, help="sandbox: timed calls per variant (default 20)")
     p.add_argument("--pool-calls", type=int, default=40, help="sandbox: calls in flight for the pool's throughput (default 40)")
     p.add_argument("--pool-workers", type=int, default=2, help="sandbox: code-interpreter workers (default 2)")
-    p.add_argument("--steps", type=int, default=4, help="breakdown: GRPO steps; the first is a warm-up (default 4)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="GRPO steps, the first a warm-up: breakdown (default 4), trl per side and rep (default 5)")
     p.set_defaults(run=cmd_bench)
     args = parser.parse_args(argv)
     if args.command in ("submit", "job"):
