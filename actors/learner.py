@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence
 import ray
 
 from actors.common import quiet_torch_process
-from actors.weight_transport import publish_model
+from actors.weight_transport import flatten_parameters, publish_model
 from orchestra_ray.policy_update import grpo_update, sft_update
 from orchestra_ray.tiny_model import load_policy
 
@@ -25,6 +25,8 @@ class Learner:
         self.cfg = trainer_cfg
         self.model, self.tokenizer = load_policy(policy_path, dtype, device)
         self.model.eval()
+        # On CPU the parameters live in the buffer that is published: no packing at each version.
+        flatten_parameters(self.model)
         self.store = weight_store
         self.version = -1
         self.generator = torch.Generator().manual_seed(seed)

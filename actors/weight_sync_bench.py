@@ -10,7 +10,7 @@ from typing import Dict
 import ray
 
 from actors.common import quiet_torch_process
-from actors.weight_transport import publish_model, pull_if_newer
+from actors.weight_transport import flatten_parameters, publish_model, pull_if_newer
 
 
 def random_model(config: Dict, seed: int):
@@ -28,6 +28,7 @@ class SyncSource:
     def __init__(self, config: Dict, weight_store, torch_threads: int = 1):
         quiet_torch_process(torch_threads)
         self.model = random_model(config, seed=0)
+        flatten_parameters(self.model)  # as the learner does
         self.store = weight_store
         self.version = -1
 

@@ -8,6 +8,10 @@ A version travels as one contiguous byte buffer and its layout (name, dtype, sha
 writes one large buffer into the store several times faster than the same bytes as a few hundred
 arrays, and the learner packs into a buffer it keeps, whose pages are already mapped.
 
+A learner on CPU keeps its parameters in that buffer (`flatten_parameters`): they are views into
+it, the optimizer updates them in place, and publishing is a single `ray.put` of the buffer with
+nothing to pack. Other models (on a GPU, or not in float32) are packed into the buffer at publish.
+
 Entries of the state dict that share one tensor (tied input and output embeddings) are sent once,
 under the first name: a receiver of the same architecture shares them too, so loading that name
 fills both, and neither the object store nor any receiver copies those bytes twice.
@@ -23,6 +27,7 @@ import ray
 
 _ALIGN = 64  # bytes: every array starts aligned for any dtype and for vector loads
 _staging: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> its packing buffer
+_flat: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (layout, buffer, tensors)
 
 
 @ray.remote(num_cpus=0)
@@ -56,15 +61,70 @@ def state_to_numpy(model) -> Dict[str, np.ndarray]:
     return out
 
 
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // _ALIGN) * _ALIGN
+
+
+def flatten_parameters(model) -> bool:
+    """Moves a CPU float32 model's parameters and buffers into one contiguous buffer, in the layout
+    `pack_state` sends, so that publishing needs no packing. Call it before creating an optimizer
+    (which must see the parameters as they will stay). Returns False, changing nothing, for a model
+    that cannot be sent as is (not on CPU, or floating point other than float32)."""
+    import torch
+
+    entries = model.state_dict(keep_vars=True)
+    groups: Dict[tuple, List] = {}  # one underlying tensor -> (first name, every tensor object on it)
+    for name, t in entries.items():
+        if t.device.type != "cpu" or (t.is_floating_point() and t.dtype != torch.float32):
+            return False
+        key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()))
+        groups.setdefault(key, [name, []])[1].append(t)
+    layout: List[Tuple[str, str, Tuple[int, ...], int]] = []
+    size = 0
+    for name, tensors in groups.values():
+        a = tensors[0].detach().numpy()
+        layout.append((name, a.dtype.str, tuple(a.shape), size))
+        size += _aligned(a.nbytes)
+    buf = np.empty(size, dtype=np.uint8)
+    owned = []
+    with torch.no_grad():
+        for (name, dtype, shape, offset), (_, tensors) in zip(layout, groups.values()):
+            dt = np.dtype(dtype)
+            view = buf[offset : offset + dt.itemsize * int(np.prod(shape, dtype=np.int64))].view(dt).reshape(shape)
+            np.copyto(view, tensors[0].detach().numpy())
+            flat = torch.from_numpy(view)
+            for t in tensors:
+                t.data = flat
+            owned.append(tensors[0])
+    _flat[model] = (layout, buf, owned)
+    return True
+
+
+def _flat_state(model) -> Optional[Dict]:
+    """The model's flat buffer, if its parameters still live in it."""
+    flat = _flat.get(model)
+    if flat is None:
+        return None
+    layout, buf, owned = flat
+    base = buf.ctypes.data
+    if any(t.data_ptr() != base + offset for t, (_, _, _, offset) in zip(owned, layout)):
+        return None  # something replaced a parameter's storage: pack instead
+    return {"layout": layout, "data": buf}
+
+
 def pack_state(model) -> Dict:
-    """`state_to_numpy(model)` copied into one contiguous byte buffer, with its layout. The buffer is
-    reused by the next call for the same model (`ray.put` copies it before returning)."""
+    """`state_to_numpy(model)` as one contiguous byte buffer, with its layout: the model's own
+    buffer when `flatten_parameters` moved it there, else a copy into a buffer reused by the next
+    call for the same model (`ray.put` copies it before returning)."""
+    flat = _flat_state(model)
+    if flat is not None:
+        return flat
     arrays = state_to_numpy(model)
     layout: List[Tuple[str, str, Tuple[int, ...], int]] = []
     size = 0
     for name, a in arrays.items():
         layout.append((name, a.dtype.str, tuple(a.shape), size))
-        size += -(-a.nbytes // _ALIGN) * _ALIGN
+        size += _aligned(a.nbytes)
     buf = _staging.get(model)
     if buf is None or buf.nbytes != size:
         buf = _staging[model] = np.empty(size, dtype=np.uint8)

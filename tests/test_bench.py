@@ -166,3 +166,45 @@ def test_trl_bench_runs_trl_and_both_modes_on_the_same_work(cluster, tmp_path, f
     metrics.append({**{calls_metric(x): 0.0 for x in zoo.slots}, OUTCOME: 0.0, COST: 0.0, LATENCY: 0.0})
     assert got == pytest.approx(orchestration_reward(metrics, task.preference.weights))
     assert got[2] == 0.0
+
+
+def test_learner_parameters_live_in_the_buffer_that_is_published():
+    from actors.weight_sync_bench import random_model
+    from actors.weight_transport import flatten_parameters, pack_state, state_to_numpy, unpack_state
+    from pipelines.bench_weight_sync import TINY, qwen3_config
+
+    model = random_model(qwen3_config(TINY), seed=0)
+    before = {k: v.copy() for k, v in state_to_numpy(model).items()}
+    assert flatten_parameters(model)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()  # still tied
+    first = pack_state(model)
+    assert {k: v.tolist() for k, v in unpack_state(first).items()} == {k: v.tolist() for k, v in before.items()}
+    # An optimizer step updates the parameters in place, i.e. in the buffer: publishing packs nothing.
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ids = torch.randint(0, 100, (2, 8))
+    model(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+    second = pack_state(model)
+    assert second["data"] is first["data"]
+    now = state_to_numpy(model)
+    sent = unpack_state(second)
+    assert all(np.array_equal(sent[k], now[k]) for k in now)
+    assert all(not np.array_equal(sent[k], before[k]) for k in before)
+    # A parameter given new storage is noticed: the state is packed (copied) instead.
+    with torch.no_grad():
+        model.lm_head.weight.data = model.lm_head.weight.data.clone() + 1.0
+    third = pack_state(model)
+    assert third["data"] is not first["data"]
+    assert np.array_equal(unpack_state(third)["model.embed_tokens.weight"], state_to_numpy(model)["model.embed_tokens.weight"])
+
+
+def test_a_model_not_in_float32_is_packed_not_flattened():
+    from actors.weight_sync_bench import random_model
+    from actors.weight_transport import flatten_parameters, pack_state, state_to_numpy, unpack_state
+    from pipelines.bench_weight_sync import TINY, qwen3_config
+
+    model = random_model(qwen3_config(TINY), seed=0).to(torch.bfloat16)
+    ptr = model.lm_head.weight.data_ptr()
+    assert not flatten_parameters(model) and model.lm_head.weight.data_ptr() == ptr
+    sent = unpack_state(pack_state(model))
+    assert all(np.array_equal(sent[k], v) and sent[k].dtype == np.float32 for k, v in state_to_numpy(model).items())
