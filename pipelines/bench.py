@@ -85,6 +85,9 @@ def run_benchmark(name: str, args, config_path: Optional[str] = None, overrides=
             cfg = load_config(config_path, [*base, *overrides, f"trainer.steps={steps}", f"trainer.checkpoint_every={steps}"])
         else:
             cfg = load_config(config_path, [f"trainer.steps={steps}", "eval.enabled=false", *overrides])
+            if cfg.rollout.max_staleness > 0:  # its stages are timed one after another
+                raise ConfigError("bench breakdown splits the synchronous step; it takes rollout.max_staleness=0, "
+                                  f"got {cfg.rollout.max_staleness}")
         zoo = load_zoo(cfg)
         families = load_families(cfg, zoo)
         run_dir = bench_dir(args.root or cfg.run.root, name)

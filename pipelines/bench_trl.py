@@ -165,7 +165,8 @@ def run_project(cfg, zoo, families, run_dir: str, progress) -> Tuple[List[float]
             ends.append(time.perf_counter())
             staleness.append(m["staleness"]["max"])
     finally:
-        tr.ahead.close()
+        if tr.ahead is not None:
+            tr.ahead.close()
         stop_actors(tr)
     return ends, staleness
 
