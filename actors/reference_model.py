@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import ray
 
@@ -27,10 +27,12 @@ class ReferenceModel:
     def pid(self) -> int:
         return os.getpid()
 
-    def logprobs(self, token_ids: Sequence[Sequence[int]], temperature: float = 1.0) -> List[List[float]]:
+    def logprobs(self, token_ids: Sequence[Sequence[int]], temperature: float = 1.0,
+                 loss_masks: Optional[Sequence[Sequence[int]]] = None) -> List[List[float]]:
+        """Per-token log-probs; with `loss_masks`, only where they are 1 (0 elsewhere)."""
         t0 = time.perf_counter()
         try:
-            return reference_logprobs(self.model, token_ids, self.micro_batch_size, temperature)
+            return reference_logprobs(self.model, token_ids, self.micro_batch_size, temperature, loss_masks)
         finally:
             self.busy_s += time.perf_counter() - t0
 

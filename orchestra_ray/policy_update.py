@@ -20,21 +20,55 @@ def pad_right(rows: Sequence[Sequence[float]], value, dtype) -> torch.Tensor:
     return out
 
 
-def sequence_logprobs(model, token_ids: Sequence[Sequence[int]], temperature: float = 1.0, pad_id: int = 0) -> torch.Tensor:
-    """Per-token log-probs (batch, width) of right-padded sequences; position 0 and padding get 0."""
+def _split_head(model):
+    """(decoder, output projection) of a causal LM whose logits are exactly the projection of the
+    decoder's last hidden states (Qwen3, Llama, ...), or None for one that post-processes them."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    decoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if head is None or decoder is None or decoder is model:
+        return None
+    return decoder, head
+
+
+def sequence_logprobs(model, token_ids: Sequence[Sequence[int]], temperature: float = 1.0, pad_id: int = 0,
+                      masks: Optional[Sequence[Sequence[int]]] = None) -> torch.Tensor:
+    """Per-token log-probs (batch, width) of right-padded sequences; position 0 and padding get 0.
+
+    With `masks`, only positions whose mask is 1 are computed (the others get 0): the output
+    projection and softmax over the vocabulary run on those positions alone, not on every prompt
+    and tool-output token, which is most of an episode."""
     ids = pad_right(token_ids, pad_id, torch.long)
     attn = pad_right([[1] * len(t) for t in token_ids], 0, torch.long)
     device = next(model.parameters()).device
-    logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
-    return token_logprobs(logits, ids.to(device), temperature) * attn.to(device)
+    ids, attn = ids.to(device), attn.to(device)
+    split = _split_head(model) if masks is not None else None
+    if split is None:
+        logits = model(input_ids=ids, attention_mask=attn).logits
+        return token_logprobs(logits, ids, temperature) * attn
+    decoder, head = split
+    want = pad_right(masks, 0, torch.long).to(device).bool() & attn.bool()
+    want[:, 0] = False  # nothing predicts the first token
+    rows, cols = want.nonzero(as_tuple=True)
+    hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state
+    logits = head(hidden[rows, cols - 1]).float()  # position t is predicted from t-1
+    if temperature and temperature != 1.0:
+        logits = logits / temperature
+    picked = torch.log_softmax(logits, dim=-1).gather(-1, ids[rows, cols].unsqueeze(-1)).squeeze(-1)
+    out = torch.zeros(ids.shape, dtype=picked.dtype, device=device)
+    return out.index_put((rows, cols), picked)
 
 
 @torch.no_grad()
-def reference_logprobs(model, token_ids: Sequence[Sequence[int]], micro_batch_size: int, temperature: float = 1.0) -> List[List[float]]:
+def reference_logprobs(model, token_ids: Sequence[Sequence[int]], micro_batch_size: int, temperature: float = 1.0,
+                       masks: Optional[Sequence[Sequence[int]]] = None) -> List[List[float]]:
+    """Log-probs per token (0 where `masks`, when given, is 0: only policy tokens need them)."""
     out: List[List[float]] = []
     for i in range(0, len(token_ids), micro_batch_size):
         chunk = token_ids[i : i + micro_batch_size]
-        lp = sequence_logprobs(model, chunk, temperature).cpu()
+        lp = sequence_logprobs(model, chunk, temperature, masks=None if masks is None else masks[i : i + micro_batch_size]).cpu()
         out.extend(lp[j, : len(t)].tolist() for j, t in enumerate(chunk))
     return out
 
@@ -80,7 +114,7 @@ def grpo_update(
             mb_stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0}
             for mb in _micro_batches(len(idx), micro_batch_size):
                 rows = [samples[idx[j]] for j in mb]
-                lp = sequence_logprobs(model, [r["token_ids"] for r in rows], temperature)
+                lp = sequence_logprobs(model, [r["token_ids"] for r in rows], temperature, masks=[r["loss_mask"] for r in rows])
                 mask = pad_right([r["loss_mask"] for r in rows], 0, torch.float32).to(device)
                 mask[:, 0] = 0.0  # nothing predicts the first token
                 old = pad_right([r["rollout_logprobs"] for r in rows], 0.0, torch.float32).to(device)
@@ -118,7 +152,7 @@ def sft_update(model, optimizer, samples: Sequence[dict], *, epochs: int, batch_
         total, count = 0.0, 0
         for i in range(0, len(order), batch_size):
             rows = [samples[j] for j in order[i : i + batch_size]]
-            lp = sequence_logprobs(model, [r["token_ids"] for r in rows])
+            lp = sequence_logprobs(model, [r["token_ids"] for r in rows], masks=[r["loss_mask"] for r in rows])
             mask = pad_right([r["loss_mask"] for r in rows], 0, torch.float32).to(device)
             mask[:, 0] = 0.0
             loss = sft_loss(lp, mask)

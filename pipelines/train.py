@@ -267,7 +267,8 @@ class Trainer:
         if kept:
             ref = None
             if cfg.trainer.kl_coef > 0:
-                ref = self.reference.logprobs.remote([g["token_ids"] for g in kept], r.temperature)
+                ref = self.reference.logprobs.remote([g["token_ids"] for g in kept], r.temperature,
+                                                     [g["loss_mask"] for g in kept])
             stats = ray.get(self.learner.train_step.remote(kept, ref, r.temperature))
         t_learn = time.time() - t1
         n = len(records)
