@@ -18,7 +18,7 @@ from orchestra_ray.engine import HFEngine
 from orchestra_ray.episode import EpisodeLimits, episode_record, new_episodes, run_episodes
 from orchestra_ray.stage_clock import StageClock, timed
 from orchestra_ray.task import Task
-from orchestra_ray.tiny_model import load_policy
+from orchestra_ray.tiny_model import load_policy, load_tokenizer
 from orchestra_ray.tools import ToolSpec
 
 
@@ -34,6 +34,8 @@ class RolloutSpec:
     device: str = "cpu"
     torch_threads: int = 1
     max_batch_size: int = 64
+    engine: str = "hf"  # or "vllm" (orchestra_ray/vllm_engine.py)
+    engine_options: Mapping[str, Any] = None  # further vllm.LLM arguments
 
 
 @ray.remote
@@ -42,9 +44,15 @@ class RolloutWorker:
                  code_pool: Optional["ray.actor.ActorHandle"] = None, search: Optional["ray.actor.ActorHandle"] = None):
         quiet_torch_process(spec.torch_threads)
         self.spec, self.index, self.store = spec, index, weight_store
-        model, tokenizer = load_policy(spec.policy_path, spec.dtype, spec.device)
-        # On CPU the workers of a node read the published weights in place, one copy for all of them.
-        self.engine = HFEngine(model, tokenizer.pad_token_id, spec.max_batch_size, share_weights=True)
+        if spec.engine == "vllm":
+            from orchestra_ray.vllm_engine import VLLMEngine
+
+            tokenizer = load_tokenizer(spec.policy_path)
+            self.engine = VLLMEngine(spec.policy_path, spec.dtype, spec.max_batch_size, dict(spec.engine_options or {}))
+        else:
+            model, tokenizer = load_policy(spec.policy_path, spec.dtype, spec.device)
+            # On CPU the workers of a node read the published weights in place, one copy for all of them.
+            self.engine = HFEngine(model, tokenizer.pad_token_id, spec.max_batch_size, share_weights=True)
         self.chat = ChatFormat(tokenizer)
         self.tools = {name: list(tools) for name, (_, tools) in spec.toolsets.items()}
         self.client = RayToolClient(experts, code_pool, search)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -125,6 +125,11 @@ class PolicyConfig:
     cache_dir: str = ".cache/orchestra-ray"
     dtype: str = "float32"
     device: str = "cpu"
+    # The rollout workers' generation engine: "hf" (transformers, CPU or CUDA) or "vllm" (the
+    # optional vllm extra, on a GPU; give rollout.num_gpus_per_worker). `vllm`: further vllm.LLM
+    # arguments, e.g. {gpu_memory_utilization: 0.5, enforce_eager: true}.
+    engine: str = "hf"
+    vllm: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -394,6 +399,7 @@ def _validate_slot(e: ExpertSlotConfig, key: str) -> None:
 def validate(cfg: OrchestraConfig) -> None:
     """Checks that a type cannot express; each failure names its key."""
     r, t = cfg.rollout, cfg.trainer
+    _require(cfg.policy.engine in ("hf", "vllm"), "policy.engine", f"'{cfg.policy.engine}' is not an engine (hf or vllm)")
     _require(r.group_size >= 2, "rollout.group_size", "GRPO needs at least 2 samples per task")
     _require(r.tasks_per_step >= 1, "rollout.tasks_per_step", "must be at least 1")
     _require(r.num_workers >= 1, "rollout.num_workers", "must be at least 1")

@@ -125,10 +125,16 @@ def tiny_policy_path(cfg, corpus: List[str], cache_dir: str, documents: List[str
 
 def load_policy(path: str, dtype: str = "float32", device: str = "cpu") -> Tuple[torch.nn.Module, object]:
     """Any causal LM in Hugging Face format (the tiny one, Qwen/Qwen3-8B, a checkpoint)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
+    return model, load_tokenizer(path)
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
-    return model, tokenizer
+    return tokenizer

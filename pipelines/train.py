@@ -102,7 +102,8 @@ class Trainer:
         limits = EpisodeLimits(r.max_turns, r.max_new_tokens, r.max_total_tokens, cfg.zoo.max_response_chars,
                                domain_call_latency_s=cfg.tools.domain_call_latency_s)
         spec = RolloutSpec(policy_path, self.families.toolsets, tuple(self.zoo.slots), limits, self.families.domains,
-                           cfg.policy.dtype, cfg.policy.device, r.torch_threads, r.max_batch_size)
+                           cfg.policy.dtype, cfg.policy.device, r.torch_threads, r.max_batch_size,
+                           cfg.policy.engine, dict(cfg.policy.vllm))
 
         def make_worker(i: int):
             return RolloutWorker.options(num_cpus=r.num_cpus_per_worker, num_gpus=r.num_gpus_per_worker,

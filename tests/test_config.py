@@ -135,6 +135,7 @@ def test_missing_required_value_names_the_key(tmp_path):
         ("trainer.kl_coef=-0.1", "trainer.kl_coef"),
         ("rollout.temperature=-1", "rollout.temperature"),
         ("rollout.max_staleness=-1", "rollout.max_staleness"),
+        ("policy.engine=tgi", "policy.engine"),
         ("trainer.mini_batches=3", "trainer.mini_batches"),  # 16 * 8 = 128 is not divisible by 3
         ("zoo.strongest=nobody", "zoo.strongest"),
     ],
