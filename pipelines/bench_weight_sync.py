@@ -40,6 +40,12 @@ def copy_seconds(nbytes: int) -> float:
     return time.perf_counter() - t0
 
 
+# Rounds before the measured ones. A version is written into store memory while the workers still
+# read the previous one, so a run cycles through a few buffers; the first write into each faults its
+# pages in (about 0.3 s for 400 MB here), once per run, not once per sync.
+WARMUP_ROUNDS = 3
+
+
 def measure_size(name: str, shape: Dict, workers: int, reps: int, share: bool) -> Dict:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -55,19 +61,23 @@ def measure_size(name: str, shape: Dict, workers: int, reps: int, share: bool) -
         nbytes, params = ray.get([source.nbytes.remote(), source.parameters.remote()])
         ray.get([t.ready.remote() for t in targets])
         rows: List[Dict[str, float]] = []
-        for rep in range(reps + 1):  # the first round warms the store and the workers' pages
+        warmup: List[float] = []
+        for rep in range(reps + WARMUP_ROUNDS):
             copy_s = copy_seconds(nbytes)
             t0 = time.perf_counter()
             pub = ray.get(source.publish.remote())
             pulls = ray.get([t.sync.remote() for t in targets])
             sync_s = time.perf_counter() - t0
-            if rep:
+            if rep < WARMUP_ROUNDS:
+                warmup.append(sync_s)
+            else:
                 rows.append({"sync_s": sync_s, "copy_s": copy_s, "publish_s": pub["publish_s"],
                              "pull_s": max(p["pull_s"] for p in pulls), "load_s": max(p["load_s"] for p in pulls)})
         versions = {p["version"] for p in pulls}
         expected = ray.get(source.first_value.remote())
-        if versions != {reps} or any(v != expected for v in ray.get([t.first_value.remote() for t in targets])):
-            raise RuntimeError(f"workers ended on weight versions {sorted(versions)}, not on the published {reps}")
+        last = reps + WARMUP_ROUNDS - 1
+        if versions != {last} or any(v != expected for v in ray.get([t.first_value.remote() for t in targets])):
+            raise RuntimeError(f"workers ended on weight versions {sorted(versions)}, not on the published {last}")
     finally:
         for actor in [source, store, *targets]:
             ray.kill(actor)
@@ -77,6 +87,7 @@ def measure_size(name: str, shape: Dict, workers: int, reps: int, share: bool) -
         "sync_s": med["sync_s"], "copy_s": med["copy_s"], "ratio": med["sync_s"] / med["copy_s"],
         "parts_s": {k: med[k] for k in ("publish_s", "pull_s", "load_s")},
         "sync_s_all": [r["sync_s"] for r in rows], "copy_s_all": [r["copy_s"] for r in rows],
+        "warmup_sync_s": warmup,
     }
 
 
@@ -102,13 +113,13 @@ def run(sizes: Sequence[str] = ("10M", "100M", "500M"), workers: int = 2, reps: 
     shapes = shapes or SIZES
     check_args(sizes, workers, reps, shapes, modes)
     results = [measure_size(s, shapes[s], workers, reps, m == "share") for s in sizes for m in modes]
-    return {"benchmark": "weight-sync", "workers": workers, "reps": reps, "results": results,
+    return {"benchmark": "weight-sync", "workers": workers, "reps": reps, "warmup_rounds": WARMUP_ROUNDS, "results": results,
             "target": {"model": "100M", "workers": 2, "max_ratio": 3.0}}
 
 
 def table(result: Dict) -> str:
     lines = [f"weight sync to {result['workers']} rollout worker(s), median of {result['reps']} reps "
-             "(publish + all workers pulled and loaded) vs one in-memory copy of the same bytes",
+             f"after {WARMUP_ROUNDS} warm-up rounds (publish + all workers pulled and loaded) vs one in-memory copy of the same bytes",
              f"{'model':>6} {'mode':>5} {'params':>12} {'MB':>8} {'sync s':>9} {'copy s':>9} {'ratio':>7}"
              f" {'publish s':>10} {'pull s':>9} {'load s':>9}"]
     for r in result["results"]:

@@ -75,6 +75,8 @@ def test_weight_sync_bench_reports_sync_copy_and_ratio(cluster, tmp_path, capsys
         assert r["parameters"] > 0 and r["bytes"] == 4 * r["parameters"]  # float32, the tied embedding once
         assert r["sync_s"] > 0 and r["copy_s"] > 0 and math.isclose(r["ratio"], r["sync_s"] / r["copy_s"])
         assert all(v > 0 for v in r["parts_s"].values()) and len(r["sync_s_all"]) == 2
+        # Warm-up rounds are reported apart and left out of the median.
+        assert len(r["warmup_sync_s"]) == out["warmup_rounds"] == bench_weight_sync.WARMUP_ROUNDS
     assert out["machine"]["cpus"] >= 1
     assert "ratio" in capsys.readouterr().out
 
