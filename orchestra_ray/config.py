@@ -211,7 +211,10 @@ class TrainerConfig:
 @dataclass
 class WarmStartConfig:
     enabled: bool = True
-    examples: int = 256
+    examples: int = 256  # shared among the families by their sampling weights
+    # family -> demonstrations, in place of its share of `examples`: a family whose calls take
+    # many examples to learn (domain functions) need not inflate the others'.
+    family_examples: Dict[str, int] = field(default_factory=dict)
     epochs: int = 2
     lr: float = 1e-3
     batch_size: int = 16
@@ -453,6 +456,10 @@ def validate(cfg: OrchestraConfig) -> None:
     PriceTable.from_slots(cfg.zoo.experts)  # a model without a known price fails here, before any actor
     _require(cfg.zoo.strongest in names, "zoo.strongest", f"'{cfg.zoo.strongest}' is not a slot of zoo.experts")
     _validate_families(cfg.families)
+    for name, n in cfg.warm_start.family_examples.items():
+        key = f"warm_start.family_examples.{name}"
+        _require(name in FAMILIES, key, f"unknown task family (known: {', '.join(FAMILIES)})")
+        _require(isinstance(n, int) and not isinstance(n, bool) and n >= 0, key, f"must be a non-negative integer, got {n!r}")
     _validate_tools(cfg.tools)
     # Profiles are parsed here so that a typo fails before the cluster starts.
     for key in ("train_profiles", "eval_profiles"):

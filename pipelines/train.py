@@ -57,7 +57,7 @@ from pipelines.cluster import dashboard_url
 from pipelines.families import Families, load_families
 from pipelines.progress import Progress
 from pipelines.rollout_ahead import Collected, RolloutAhead
-from pipelines.zoo import Zoo, pretraining_documents, tokenizer_corpus
+from pipelines.zoo import Zoo, added_tokens, pretraining_documents, tokenizer_corpus
 
 
 class Trainer:
@@ -79,7 +79,8 @@ class Trainer:
         if p.model != "tiny":
             return p.model
         return tiny_policy_path(p.tiny, tokenizer_corpus(self.zoo, self.cfg, self.families), p.cache_dir,
-                                pretraining_documents(self.zoo, self.cfg, self.families), self.zoo.slots)
+                                pretraining_documents(self.zoo, self.cfg, self.families),
+                                added_tokens(self.zoo, self.families))
 
     def start_actors(self, policy_path: str) -> None:
         self.start_rollout(policy_path)
@@ -140,7 +141,7 @@ class Trainer:
         chat = ChatFormat(_tokenizer(policy_path))
         strongest = self.zoo.experts[cfg.zoo.strongest]
         demos = []
-        counts = self.sampler.counts(cfg.warm_start.examples)
+        counts = {**self.sampler.counts(cfg.warm_start.examples), **cfg.warm_start.family_examples}
         for family, pool in self.families.train.items():
             for t in demo_tasks(pool, cfg.preferences.train_profiles, self.zoo.slots, counts.get(family, 0), cfg.run.seed):
                 prompt, user = self.families.toolsets[t.toolset][0], user_message(t.question, t.preference)
@@ -150,6 +151,7 @@ class Trainer:
                     demos.append(scripted_demo(chat, prompt, user, self.families.reference[t.question_id], self._observer(t)))
         random.Random(cfg.run.seed).shuffle(demos)
         w = cfg.warm_start
+        self.demonstrations = len(demos)
         return ray.get(self.learner.warm_start.remote(demos, w.epochs, w.batch_size, w.lr, cfg.run.seed))
 
     def _observer(self, task: Task):
@@ -430,7 +432,7 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
             t0 = time.time()
             losses = tr.warm_start(policy_path)
             kind = "God-model demonstrations" if tr.families.names == [FRAMES] else "demonstrations (God model on FRAMES, reference solutions elsewhere)"
-            progress.note(f"warm start: {cfg.warm_start.examples} {kind} x {len(losses)} epoch(s), "
+            progress.note(f"warm start: {tr.demonstrations} {kind} x {len(losses)} epoch(s), "
                           f"loss per epoch {', '.join(f'{x:.3f}' for x in losses)} ({time.time() - t0:.0f}s)")
             summary["warm_start_loss"] = losses
         ray.get(tr.learner.publish.remote())

@@ -53,6 +53,11 @@ def test_overrides_apply_and_are_typed():
     assert cfg.trainer.steps == 3
 
 
+def test_family_examples_override_a_familys_share():
+    assert load("warm_start.family_examples.domain=384").warm_start.family_examples == {"domain": 384}
+    assert load().warm_start.family_examples == {}
+
+
 def test_later_override_wins():
     assert load("trainer.lr=0.1", "trainer.lr=0.2").trainer.lr == 0.2
 
@@ -138,6 +143,8 @@ def test_missing_required_value_names_the_key(tmp_path):
         ("policy.engine=tgi", "policy.engine"),
         ("trainer.mini_batches=3", "trainer.mini_batches"),  # 16 * 8 = 128 is not divisible by 3
         ("zoo.strongest=nobody", "zoo.strongest"),
+        ("warm_start.family_examples.domian=10", "warm_start.family_examples.domian"),
+        ("warm_start.family_examples.domain=-1", "warm_start.family_examples.domain"),
     ],
 )
 def test_invalid_values_name_the_key(item, key):
