@@ -19,6 +19,8 @@ from orchestra_ray.chat import (
     user_message,
 )
 from orchestra_ray.config import ConfigError, OrchestraConfig
+from orchestra_ray.domains.database import Database
+from orchestra_ray.domains.environment import compact_json
 from orchestra_ray.experts import ReplayExpert
 from orchestra_ray.frames import Question, load_questions, load_responses, split_questions
 from orchestra_ray.preferences import profile_names, profile_vector
@@ -92,15 +94,28 @@ def tokenizer_corpus(zoo: Zoo, cfg: OrchestraConfig, families=None) -> List[str]
     return corpus
 
 
+def added_tokens(zoo: Zoo, families=None) -> List[str]:
+    """Whole tokens of the tiny policy's tokenizer: the expert slot names, and the entity ids of
+    every domain database. A byte-level BPE splits an unseen id such as R4491 into pieces a tiny
+    model cannot reliably copy from a request into a function argument; as one token, the id is
+    copied as an expert name is chosen."""
+    keys = sorted({k for dom in (families.domains.values() if families else []) for k in dom.entity_keys()})
+    return list(zoo.slots) + [k for k in keys if k not in zoo.slots]
+
+
 def pretraining_documents(zoo: Zoo, cfg: OrchestraConfig, families=None) -> List[str]:
     """The tiny base model's pre-training text: train questions, the zoo's answers to them, the
     preference texts and the tool-call syntax with every expert equally often (no routing in it).
-    Other task families add their problems and their tools' descriptions, not their solutions."""
+    Other task families add their problems and their tools' descriptions, not their solutions;
+    domains add their databases' rows (what their functions read), so every entity id is seen."""
     docs: List[str] = []
     for fam, pool in (families.train.items() if families else []):
         if fam != "frames":
             docs.extend(q.problem for q in pool)
             docs.extend({q.toolset: families.toolsets[q.toolset][0] for q in pool}.values())
+    for name, dom in (families.domains.items() if families else []):
+        for table, rows in Database.from_bytes(dom.db_bytes).dump().items():
+            docs.extend(f"{name} {table}: {compact_json(row)}" for row in rows)
     for q in zoo.train:
         docs.append(q.problem)
         for s in zoo.slots:

@@ -49,6 +49,15 @@ class Domain:
     def initial_db_bytes(self) -> bytes:
         return self.db_bytes
 
+    def entity_keys(self) -> List[str]:
+        """The ids of the database's entities (values of `*_id` and `*_no` columns), sorted: what
+        requests name and function arguments must repeat exactly."""
+        keys = set()
+        for rows in Database.from_bytes(self.db_bytes).dump().values():
+            for row in rows:
+                keys.update(v for k, v in row.items() if isinstance(v, str) and k.endswith(("_id", "_no")))
+        return sorted(keys)
+
     def initial_hash(self) -> str:
         return Database.from_bytes(self.db_bytes).state_hash()
 
