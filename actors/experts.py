@@ -33,7 +33,8 @@ def make_expert(slot: ExpertSlotConfig, price: ExpertPrice, data_path: str, inpu
         return OpenAIExpert(slot.name, slot.name, base_url, prices, timeout_s=slot.timeout_s,
                             max_retries=slot.max_retries, max_output_tokens=slot.max_output_tokens)
     return OpenAIExpert(slot.name, slot.model, base_url or slot.base_url, prices, api_key_env=slot.api_key_env,
-                        timeout_s=slot.timeout_s, max_retries=slot.max_retries, max_output_tokens=slot.max_output_tokens)
+                        timeout_s=slot.timeout_s, max_retries=slot.max_retries, max_output_tokens=slot.max_output_tokens,
+                        limit_param=slot.token_limit_param)
 
 
 # Threaded: calls from all rollout workers to one slot run side by side (an endpoint that times

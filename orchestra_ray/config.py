@@ -51,6 +51,7 @@ class DataConfig:
 
 
 EXPERT_BACKENDS = ("replay", "openai", "serve")
+TOKEN_LIMIT_PARAMS = ("max_tokens", "max_completion_tokens")  # request fields of an output-token limit
 
 
 @dataclass
@@ -88,6 +89,9 @@ class ExpertSlotConfig:
     timeout_s: float = 60.0
     max_retries: int = 3
     max_output_tokens: Optional[int] = None
+    # openai only: the request field of that limit, max_tokens or max_completion_tokens; default:
+    # max_completion_tokens for OpenAI reasoning models (gpt-5, o1, o3, o4), else max_tokens.
+    token_limit_param: Optional[str] = None
     serve: ServeConfig = field(default_factory=ServeConfig)
 
 
@@ -383,6 +387,8 @@ def _validate_slot(e: ExpertSlotConfig, key: str) -> None:
     _require(e.api_key_env is None or bool(_ENV_NAME.match(e.api_key_env)), f"{key}.api_key_env",
              "must be the name of an environment variable (letters, digits, _), not the key itself")
     if e.backend == "openai":
+        _require(e.token_limit_param in (None, *TOKEN_LIMIT_PARAMS), f"{key}.token_limit_param",
+                 f"must be one of {', '.join(TOKEN_LIMIT_PARAMS)}, got {e.token_limit_param!r}")
         _require(bool(e.base_url), f"{key}.base_url", "an 'openai' slot needs the endpoint's base URL")
         _require(str(e.base_url).startswith(("http://", "https://")), f"{key}.base_url", "must start with http:// or https://")
         return

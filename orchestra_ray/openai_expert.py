@@ -9,12 +9,27 @@ import os
 import time
 from typing import Optional
 
-from orchestra_ray.config import ConfigError
+from orchestra_ray.config import TOKEN_LIMIT_PARAMS, ConfigError
 from orchestra_ray.experts import ExpertError, ExpertRequest, ExpertResponse
 from orchestra_ray.failures import INFRASTRUCTURE, classify_http_status
 from orchestra_ray.pricing import PriceTable
 
 REDACTED = "[redacted]"
+# OpenAI's reasoning models refuse `max_tokens` (HTTP 400) and take `max_completion_tokens`, which
+# counts the hidden reasoning tokens too; vLLM and most other servers take `max_tokens`.
+_REASONING_PREFIXES = ("gpt-5", "o1", "o3", "o4")
+
+
+def token_limit_param(model: str, explicit: Optional[str] = None) -> str:
+    """The request field that carries the output-token limit for `model`: `explicit` when set, else
+    `max_completion_tokens` for OpenAI reasoning models (by name, a provider prefix allowed) and
+    `max_tokens` for the rest."""
+    if explicit is not None:
+        if explicit not in TOKEN_LIMIT_PARAMS:
+            raise ConfigError(f"token limit parameter must be one of {', '.join(TOKEN_LIMIT_PARAMS)}, got {explicit!r}")
+        return explicit
+    name = model.rsplit("/", 1)[-1].lower()
+    return "max_completion_tokens" if name.startswith(_REASONING_PREFIXES) else "max_tokens"
 
 
 def api_key_from_env(api_key_env: Optional[str], slot: str) -> str:
@@ -43,6 +58,7 @@ class OpenAIExpert:
         timeout_s: float = 60.0,
         max_retries: int = 3,
         max_output_tokens: Optional[int] = None,
+        limit_param: Optional[str] = None,
     ):
         import openai
 
@@ -51,6 +67,7 @@ class OpenAIExpert:
         self.slot, self.model, self.base_url, self.api_key_env = slot, model, base_url, api_key_env
         self.prices = prices
         self.max_output_tokens = max_output_tokens
+        self.limit_param = token_limit_param(model, limit_param)
         self.client = openai.OpenAI(base_url=base_url, api_key=self._key or "none", timeout=timeout_s, max_retries=max_retries)
         self._openai = openai
 
@@ -68,7 +85,7 @@ class OpenAIExpert:
         failure, kind = None, INFRASTRUCTURE
         try:
             out = self.client.chat.completions.create(
-                model=self.model, messages=list(request.messages), **({"max_tokens": limit} if limit else {})
+                model=self.model, messages=list(request.messages), **({self.limit_param: limit} if limit else {})
             )
         except self._openai.APIStatusError as exc:
             failure = f"{who} answered HTTP {exc.status_code}: {self._redact(str(exc))[:300]}"

@@ -58,6 +58,12 @@ def test_family_examples_override_a_familys_share():
     assert load().warm_start.family_examples == {}
 
 
+def test_an_unknown_token_limit_field_is_named():
+    msg = config_error("zoo.experts.1.backend=openai", "zoo.experts.1.model=gpt-5-mini",
+                       "zoo.experts.1.base_url=https://api.openai.com/v1", "zoo.experts.1.token_limit_param=max_new_tokens")
+    assert "zoo.experts.1.token_limit_param" in msg and "max_completion_tokens" in msg, msg
+
+
 def test_later_override_wins():
     assert load("trainer.lr=0.1", "trainer.lr=0.2").trainer.lr == 0.2
 

@@ -8,7 +8,8 @@ import pytest
 from starlette.responses import JSONResponse
 
 from orchestra_ray.experts import ExpertError, ExpertRequest
-from orchestra_ray.openai_expert import OpenAIExpert
+from orchestra_ray.config import ConfigError
+from orchestra_ray.openai_expert import OpenAIExpert, token_limit_param
 from orchestra_ray.pricing import ExpertPrice, PriceTable
 
 from loopback_server import chat_server
@@ -56,6 +57,21 @@ def test_answer_usage_and_cost_come_from_the_response(server):
     assert r.cost == pytest.approx((12 * 1.0 + 3 * 4.0) / 1e6)
     assert r.latency > 0 and r.grade is None
     assert STATE["seen"][0]["max_tokens"] == 16 and STATE["seen"][0]["model"] == "test-model"
+
+
+@pytest.mark.parametrize("model", ["gpt-5-mini", "o4-mini", "openai/o3"])
+def test_reasoning_models_get_the_limit_as_max_completion_tokens(server, model):
+    # OpenAI answers HTTP 400 to max_tokens for these models.
+    OpenAIExpert("gen", model, server, PRICES).respond(REQ)
+    assert STATE["seen"][0]["max_completion_tokens"] == 16 and "max_tokens" not in STATE["seen"][0]
+
+
+def test_the_limit_field_can_be_set_and_a_bad_one_is_named(server):
+    OpenAIExpert("gen", "Qwen/Qwen3-8B", server, PRICES, limit_param="max_completion_tokens").respond(REQ)
+    assert STATE["seen"][0]["max_completion_tokens"] == 16
+    assert token_limit_param("Qwen/Qwen3-8B") == "max_tokens" and token_limit_param("gpt-4o") == "max_tokens"
+    with pytest.raises(ConfigError, match="max_tokens, max_completion_tokens, got 'max_new_tokens'"):
+        token_limit_param("gpt-5", "max_new_tokens")
 
 
 @pytest.mark.parametrize("status", [429, 503])
