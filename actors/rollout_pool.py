@@ -223,10 +223,18 @@ class RolloutPool:
                                    attempts, queue, ledger)
             if not inflight and not warned and time.monotonic() - t0 > PENDING_WARN_S:
                 warned = True
-                logger.warning("no rollout worker placed after %.0fs: waiting for a node with %s (is the autoscaler on?)",
-                               time.monotonic() - t0, self.resources or "free CPUs")
+                logger.warning("no rollout worker placed after %.0fs: %s", time.monotonic() - t0, self._pending_reason())
         self.release_idle(needed)
         return [rec for i in sorted(results) for rec in results[i]]
+
+    def _pending_reason(self) -> str:
+        """Why workers wait: no node has a resource they ask for (only an autoscaler can help), or
+        the nodes that have it are busy (a busy laptop is not a missing autoscaler)."""
+        total = ray.cluster_resources()
+        missing = sorted(k for k, v in self.resources.items() if total.get(k, 0.0) < v)
+        if missing:
+            return f"no node has {', '.join(missing)}; a worker starts once an autoscaler adds such a node"
+        return f"the nodes are busy; a worker starts when {self.resources or 'CPUs'} free up or an autoscaler adds a node"
 
     def _lost(self, m: _Member, i: int, ids: List[str], exc: BaseException, attempts: Dict[int, int], queue, ledger: StepLedger) -> None:
         """A batch lost with its worker: replace the worker, re-issue the batch after a backoff."""
