@@ -6,6 +6,7 @@ before any actor starts, and `validate` adds the checks a type cannot express.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class DataConfig:
 
 EXPERT_BACKENDS = ("replay", "openai", "serve")
 TOKEN_LIMIT_PARAMS = ("max_tokens", "max_completion_tokens")  # request fields of an output-token limit
+DEMONSTRATORS = ("strongest", "preference")  # warm_start.demonstrator
 
 
 @dataclass
@@ -222,6 +224,14 @@ class WarmStartConfig:
     epochs: int = 2
     lr: float = 1e-3
     batch_size: int = 16
+    # Which expert a FRAMES demonstration consults. "strongest": always zoo.strongest (the paper's
+    # God-model habit). "preference": the expert the task's preference picks from what the system
+    # prompt lists (the strongest for outcome, prices for cost, typical latency for latency), as a
+    # prompted model would; the experts' accuracy on the data is left for RL to find.
+    demonstrator: str = "strongest"
+    # "preference" only: 0 demonstrates the best-listed expert every time; above 0 each demonstration
+    # draws its expert from softmax(listed score / this), in the units of the preference weights.
+    demonstrator_temperature: float = 0.0
 
 
 @dataclass
@@ -446,6 +456,10 @@ def validate(cfg: OrchestraConfig) -> None:
     )
     _require(0 < cfg.data.heldout_fraction < 1, "data.heldout_fraction", "must be in (0, 1)")
     _require(cfg.warm_start.lr > 0, "warm_start.lr", "must be positive")
+    _require(cfg.warm_start.demonstrator in DEMONSTRATORS, "warm_start.demonstrator",
+             f"must be one of {', '.join(DEMONSTRATORS)}, got {cfg.warm_start.demonstrator!r}")
+    _require(math.isfinite(cfg.warm_start.demonstrator_temperature) and cfg.warm_start.demonstrator_temperature >= 0,
+             "warm_start.demonstrator_temperature", "must be a finite number >= 0")
     _validate_ranges(cfg)
     names = [e.name for e in cfg.zoo.experts]
     _require(len(names) >= 1, "zoo.experts", "the zoo needs at least one expert")

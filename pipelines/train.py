@@ -41,7 +41,7 @@ from orchestra_ray import checkpoint as ckpt
 from orchestra_ray.advantages import FilterCounts, advantages_with_filters
 from orchestra_ray.chat import ChatFormat, user_message
 from orchestra_ray.config import ConfigError, OrchestraConfig
-from orchestra_ray.demos import god_model_demo, scripted_demo
+from orchestra_ray.demos import listed_choice, relay_demo, scripted_demo
 from orchestra_ray.episode import EpisodeLimits
 from orchestra_ray.evaluation import (anchor_metrics, paired_bootstrap, per_question_reward, score_records, summarise,
                                       summarise_families)
@@ -142,11 +142,16 @@ class Trainer:
         strongest = self.zoo.experts[cfg.zoo.strongest]
         demos = []
         counts = {**self.sampler.counts(cfg.warm_start.examples), **cfg.warm_start.family_examples}
+        rng = random.Random(cfg.run.seed)
         for family, pool in self.families.train.items():
             for t in demo_tasks(pool, cfg.preferences.train_profiles, self.zoo.slots, counts.get(family, 0), cfg.run.seed):
                 prompt, user = self.families.toolsets[t.toolset][0], user_message(t.question, t.preference)
                 if family == FRAMES:
-                    demos.append(god_model_demo(chat, prompt, user, t, strongest, cfg.zoo.max_response_chars))
+                    expert = strongest
+                    if cfg.warm_start.demonstrator == "preference":
+                        expert = self.zoo.experts[listed_choice(self.zoo.cards, cfg.zoo.strongest, t.preference.weights,
+                                                                cfg.warm_start.demonstrator_temperature, rng)]
+                    demos.append(relay_demo(chat, prompt, user, t, expert, cfg.zoo.max_response_chars))
                 else:
                     demos.append(scripted_demo(chat, prompt, user, self.families.reference[t.question_id], self._observer(t)))
         random.Random(cfg.run.seed).shuffle(demos)
@@ -431,7 +436,9 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
         if cfg.warm_start.enabled:
             t0 = time.time()
             losses = tr.warm_start(policy_path)
-            kind = "God-model demonstrations" if tr.families.names == [FRAMES] else "demonstrations (God model on FRAMES, reference solutions elsewhere)"
+            habit = "God-model" if cfg.warm_start.demonstrator == "strongest" else "preference-following"
+            kind = (f"{habit} demonstrations" if tr.families.names == [FRAMES]
+                    else f"demonstrations ({habit} on FRAMES, reference solutions elsewhere)")
             progress.note(f"warm start: {tr.demonstrations} {kind} x {len(losses)} epoch(s), "
                           f"loss per epoch {', '.join(f'{x:.3f}' for x in losses)} ({time.time() - t0:.0f}s)")
             summary["warm_start_loss"] = losses

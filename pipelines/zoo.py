@@ -35,6 +35,7 @@ class Zoo:
     heldout: List[Question]
     experts: Dict[str, ReplayExpert]
     system_prompt: str
+    cards: List[SlotCard]  # what the system prompt lists of each slot
 
 
 def load_zoo(cfg: OrchestraConfig) -> Zoo:
@@ -64,7 +65,7 @@ def load_zoo(cfg: OrchestraConfig) -> Zoo:
         typical = statistics.median(prices.latency(e.name, r.output_tokens) for r in responses[e.arm].values())
         price = prices.prices[e.name]
         cards.append(SlotCard(e.name, e.description, price.input_per_million, price.output_per_million, typical))
-    return Zoo(slots, train, heldout, experts, system_prompt(cards, expert_tools(slots)))
+    return Zoo(slots, train, heldout, experts, system_prompt(cards, expert_tools(slots)), cards)
 
 
 def tokenizer_corpus(zoo: Zoo, cfg: OrchestraConfig, families=None) -> List[str]:

@@ -151,6 +151,8 @@ def test_missing_required_value_names_the_key(tmp_path):
         ("zoo.strongest=nobody", "zoo.strongest"),
         ("warm_start.family_examples.domian=10", "warm_start.family_examples.domian"),
         ("warm_start.family_examples.domain=-1", "warm_start.family_examples.domain"),
+        ("warm_start.demonstrator=oracle", "warm_start.demonstrator"),
+        ("warm_start.demonstrator_temperature=-0.1", "warm_start.demonstrator_temperature"),
     ],
 )
 def test_invalid_values_name_the_key(item, key):

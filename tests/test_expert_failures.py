@@ -86,6 +86,7 @@ def run(request, endpoint, cache, tmp_path_factory, frames_dir):
         "warm_start.epochs=2",
         "warm_start.batch_size=8",
         "warm_start.lr=1e-3",
+        "warm_start.demonstrator=strongest",
         "trainer.steps=1",
         "trainer.lr=1e-3",
         "reward.filter_zero_variance=false",

@@ -1,0 +1,80 @@
+"""The warm start's preference-following demonstrator: which expert each preference picks from what
+the system prompt lists (no Ray)."""
+
+from __future__ import annotations
+
+import collections
+import math
+import random
+
+import pytest
+
+from orchestra_ray.chat import SlotCard
+from orchestra_ray.demos import listed_choice, listed_scores
+from orchestra_ray.preferences import profile_vector
+
+# The quickstart zoo's listing: price per million input / output tokens, typical latency.
+CARDS = [
+    SlotCard("claude-sonnet-4", "strongest", 3.0, 15.0, 30.0),
+    SlotCard("gpt-5-mini", "moderate", 0.25, 2.0, 7.0),
+    SlotCard("grok-3-mini", "cheap", 0.3, 0.5, 8.0),
+    SlotCard("qwen3-8b", "cheapest and fastest", 0.05, 0.2, 0.4),
+]
+SLOTS = [c.name for c in CARDS]
+
+
+def choice(profile: str, cards=CARDS) -> str:
+    return listed_choice(cards, "claude-sonnet-4", profile_vector(profile, [c.name for c in cards]).weights)
+
+
+@pytest.mark.parametrize(
+    "profile,expert",
+    [
+        ("accuracy-first", "claude-sonnet-4"),  # outcome only: the strongest
+        ("cost-first", "qwen3-8b"),  # lowest listed price
+        ("latency-first", "qwen3-8b"),  # lowest typical latency
+        ("balanced", "qwen3-8b"),  # cost + latency outweigh the strongest's outcome third
+        ("prefer:grok-3-mini", "grok-3-mini"),
+        ("avoid:qwen3-8b", "claude-sonnet-4"),  # its outcome 0.2 beats the others' cost + latency 0.2 less their spread
+    ],
+)
+def test_each_profile_picks_what_its_weights_favour_in_the_listing(profile, expert):
+    assert choice(profile) == expert
+
+
+def test_the_choice_follows_the_listing_not_the_slot_order():
+    # Make grok the fastest and cheapest: the cost- and latency-first choices move with it.
+    cards = [c if c.name != "grok-3-mini" else SlotCard("grok-3-mini", "", 0.01, 0.05, 0.1) for c in CARDS]
+    assert choice("cost-first", cards) == "grok-3-mini"
+    assert choice("latency-first", cards) == "grok-3-mini"
+    assert choice("accuracy-first", cards) == "claude-sonnet-4"
+
+
+def test_identical_listings_tie_to_the_earlier_slot():
+    cards = [SlotCard("a", "", 1.0, 1.0, 1.0), SlotCard("b", "", 1.0, 1.0, 1.0)]
+    assert listed_choice(cards, "b", {"cost": 1.0}) == "a"  # all equal on cost
+    assert listed_choice(cards, "b", {"outcome": 1.0}) == "b"  # the strongest wins on outcome
+
+
+def test_a_temperature_draws_experts_by_softmax_of_their_listed_scores():
+    weights = profile_vector("cost-first", SLOTS).weights
+    scores = listed_scores(CARDS, "claude-sonnet-4", weights)
+    odds = [math.exp(s / 0.1) for s in scores]
+    expected = {c.name: o / sum(odds) for c, o in zip(CARDS, odds)}
+    rng = random.Random(0)
+    n = 20000
+    drawn = collections.Counter(listed_choice(CARDS, "claude-sonnet-4", weights, 0.1, rng) for _ in range(n))
+    for name, p in expected.items():
+        assert abs(drawn[name] / n - p) < 0.015, (name, drawn[name] / n, p)
+    # The cheap experts share the draws; the priciest is all but never demonstrated for cost-first.
+    assert drawn["qwen3-8b"] > drawn["grok-3-mini"] > drawn["gpt-5-mini"] > drawn["claude-sonnet-4"]
+    # Accuracy-first has one clear best: the temperature hardly moves it.
+    acc = profile_vector("accuracy-first", SLOTS).weights
+    assert sum(listed_choice(CARDS, "claude-sonnet-4", acc, 0.1, rng) == "claude-sonnet-4" for _ in range(1000)) > 990
+
+
+def test_the_same_seed_draws_the_same_demonstrations():
+    weights = profile_vector("balanced", SLOTS).weights
+    a = [listed_choice(CARDS, "claude-sonnet-4", weights, 0.1, r) for r in [random.Random(7)] for _ in range(50)]
+    b = [listed_choice(CARDS, "claude-sonnet-4", weights, 0.1, r) for r in [random.Random(7)] for _ in range(50)]
+    assert a == b and len(set(a)) > 1
