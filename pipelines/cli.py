@@ -69,8 +69,9 @@ def cmd_train(args) -> int:
         finally:
             ray.shutdown()
         summary["peak_memory_gb"] = mem.peak_gb
-    scope = "driver only" if (args.address or cfg.cluster.address or os.environ.get("RAY_ADDRESS")) else "driver + local Ray"
-    print(format_summary(summary, mem.peak_gb, scope), flush=True)
+    joined = bool(args.address or cfg.cluster.address or os.environ.get("RAY_ADDRESS"))
+    scope = "driver only" if joined else "driver + local Ray"
+    print(format_summary(summary, mem.peak_gb, scope, cluster_stopped=not joined), flush=True)
     return 0
 
 

@@ -44,7 +44,10 @@ class Progress:
                       f"latency {p['latency']:.1f}s  n={p['n']}")
 
 
-def format_summary(s: Dict, peak_gb: Optional[float], memory_scope: str = "driver + local Ray") -> str:
+def format_summary(s: Dict, peak_gb: Optional[float], memory_scope: str = "driver + local Ray",
+                   cluster_stopped: bool = False) -> str:
+    """The run's closing summary. `cluster_stopped`: the run started its own local cluster, which
+    is gone by the time this prints, and its dashboard with it."""
     lines = ["", "=== summary ==="]
     mem = f"   peak memory ({memory_scope}, PSS): {peak_gb:.2f} GB" if peak_gb else ""
     lines.append(f"steps: {s.get('steps')}   wall time: {s.get('wall_s', 0):.0f}s{mem}")
@@ -65,6 +68,9 @@ def format_summary(s: Dict, peak_gb: Optional[float], memory_scope: str = "drive
         lines.append(f"cost-first profile, cost per question: ${c['warm_start']:.5f} -> ${c['final']:.5f}  (x{c['ratio']:.2f})")
     lines.append(f"checkpoint: {s.get('checkpoint')}")
     lines.append(f"run directory: {s['run_dir']}")
-    if s.get("dashboard_url"):
+    if s.get("dashboard_url") and cluster_stopped:
+        lines.append(f"Ray dashboard: {s['dashboard_url']} stopped with the run's local cluster; to keep one after a run, "
+                     "start a cluster with `ray start --head` and train with --address")
+    elif s.get("dashboard_url"):
         lines.append(f"Ray dashboard: {s['dashboard_url']} (metrics: orchestra_* in its Metrics view and on Prometheus)")
     return "\n".join(lines)
