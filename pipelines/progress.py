@@ -60,6 +60,19 @@ def format_summary(s: Dict, peak_gb: Optional[float], memory_scope: str = "drive
                 continue
             lines.append(f"  {name:<15} {b['reward']:>13.3f} {a['reward']:>7.3f} {b['accuracy']:>10.2f} {a['accuracy']:>6.2f} "
                          f"${b['cost']:>11.5f} ${a['cost']:>8.5f}")
+    fb, fa = s.get("eval_warm_start_families", {}), s.get("eval_final_families", {})
+    if len(fa) > 1 or any(name != "frames" for name in fa):
+        lines.append("held-out evaluation per task family (warm start -> final):")
+        for name, a in fa.items():
+            b = fb.get(name)
+            if b is None:
+                continue
+            line = (f"  {name:<11} n {a['n']:<4} reward {b['reward']:.3f} -> {a['reward']:.3f}  "
+                    f"accuracy {b['accuracy']:.2f} -> {a['accuracy']:.2f}  cost ${b['cost']:.5f} -> ${a['cost']:.5f}")
+            if "function_match" in a and "function_match" in b:
+                line += (f"  gold functions {b['function_match']:.2f} -> {a['function_match']:.2f}"
+                         f"  arguments {b['argument_match']:.2f} -> {a['argument_match']:.2f}")
+            lines.append(line)
     if "reward_difference" in s:
         d = s["reward_difference"]
         lines.append(f"mean held-out reward change: {d['mean']:+.3f}  (95% bootstrap interval {d['ci95'][0]:+.3f} .. {d['ci95'][1]:+.3f})")

@@ -42,6 +42,7 @@ from orchestra_ray.advantages import FilterCounts, advantages_with_filters
 from orchestra_ray.chat import ChatFormat, user_message
 from orchestra_ray.config import ConfigError, OrchestraConfig
 from orchestra_ray.demos import listed_choice, relay_demo, scripted_demo
+from orchestra_ray.domains.call_match import summarise_call_match
 from orchestra_ray.episode import EpisodeLimits
 from orchestra_ray.evaluation import (anchor_metrics, paired_bootstrap, per_question_reward, score_records, summarise,
                                       summarise_families)
@@ -50,7 +51,7 @@ from orchestra_ray.ledger import StepLedger
 from orchestra_ray.preferences import COST, LATENCY, OUTCOME
 from orchestra_ray.reward import orchestration_reward
 from orchestra_ray.staleness import within_bound
-from orchestra_ray.task import ARITHMETIC, FRAMES, MixedTaskSampler, Task, demo_tasks, eval_tasks
+from orchestra_ray.task import ARITHMETIC, DOMAIN, FRAMES, MixedTaskSampler, Task, demo_tasks, eval_tasks
 from orchestra_ray.tiny_model import tiny_policy_path
 from orchestra_ray.trajectory import trajectory_rows
 from pipelines.cluster import dashboard_url
@@ -194,6 +195,9 @@ class Trainer:
     def evaluate(self, label: str) -> Dict:
         t0 = time.time()
         scored = self.eval_records()
+        families = summarise_families(scored)
+        if DOMAIN in families:  # why domain episodes fail: the wrong function, or arguments not copied
+            families[DOMAIN].update(summarise_call_match([r for r in scored if r.get("family") == DOMAIN], self.families.reference))
         result = {
             "label": label,
             "step": self.step,
@@ -201,7 +205,7 @@ class Trainer:
             "heldout_questions": {f: len(p) for f, p in self.families.heldout.items()},
             "train_questions": {f: len(p) for f, p in self.families.train.items()},
             "profiles": summarise(scored),
-            "families": summarise_families(scored),
+            "families": families,
             "per_question_reward": per_question_reward(scored),
             "seconds": time.time() - t0,
         }

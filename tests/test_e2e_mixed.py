@@ -83,6 +83,10 @@ def test_every_family_trains_with_per_family_metrics(run):
             result = json.load(f)
         assert set(result["families"]) == FAMILIES
         assert result["heldout_questions"] == {"frames": 4, "domain": 4, "arithmetic": 4}
+        # Domain episodes also say how close their calls came to the gold actions.
+        domain = result["families"]["domain"]
+        assert 0 <= domain["function_match"] <= 1 and 0 <= domain["argument_match"] <= 1
+        assert "function_match" not in result["families"]["frames"]
 
 
 def test_no_api_key_or_auth_token_in_any_run_file(run):
