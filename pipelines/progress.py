@@ -7,6 +7,8 @@ from typing import Dict, Optional
 
 from tqdm import tqdm
 
+from orchestra_ray.task import FRAMES
+
 
 class Progress:
     def __init__(self, stream=None):
@@ -61,7 +63,7 @@ def format_summary(s: Dict, peak_gb: Optional[float], memory_scope: str = "drive
             lines.append(f"  {name:<15} {b['reward']:>13.3f} {a['reward']:>7.3f} {b['accuracy']:>10.2f} {a['accuracy']:>6.2f} "
                          f"${b['cost']:>11.5f} ${a['cost']:>8.5f}")
     fb, fa = s.get("eval_warm_start_families", {}), s.get("eval_final_families", {})
-    if len(fa) > 1 or any(name != "frames" for name in fa):
+    if set(fa) - {FRAMES}:  # a mixed run
         lines.append("held-out evaluation per task family (warm start -> final):")
         for name, a in fa.items():
             b = fb.get(name)
