@@ -14,12 +14,11 @@ from typing import Any, Dict, Iterable, Mapping, Sequence, Tuple
 ANSWER = "answer"
 
 
-def _arguments(raw: Any) -> Dict[str, Any]:
-    if isinstance(raw, Mapping):
-        return dict(raw)
+def _arguments(raw: str) -> Dict[str, Any]:
+    """A call record's arguments (JSON text); anything but a JSON object matches no value."""
     try:
-        value = json.loads(raw) if isinstance(raw, str) else {}
-    except ValueError:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
 
