@@ -68,6 +68,11 @@ def tool_call_text(name: str, arguments: dict) -> str:
     return f"<tool_call>{body}</tool_call>{IM_END}"
 
 
+def tool_exchange(text: str) -> str:
+    """A tool's output as the next user turn, followed by the opening of the next assistant turn."""
+    return f"\n{IM_START}user\n{TOOL_RESPONSE_OPEN}\n{text}\n{TOOL_RESPONSE_CLOSE}{IM_END}\n{IM_START}assistant\n"
+
+
 class ChatFormat:
     """Encodes the template pieces around policy turns with a Hugging Face tokenizer."""
 
@@ -92,7 +97,4 @@ class ChatFormat:
         )
 
     def observation_ids(self, text: str) -> List[int]:
-        """A tool's output as the next user turn, followed by the opening of the next assistant turn."""
-        return self.encode(
-            f"\n{IM_START}user\n{TOOL_RESPONSE_OPEN}\n{text}\n{TOOL_RESPONSE_CLOSE}{IM_END}\n{IM_START}assistant\n"
-        )
+        return self.encode(tool_exchange(text))

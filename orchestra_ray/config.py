@@ -252,6 +252,9 @@ class DomainFamilyConfig:
     seed: int = 0
     tasks_per_domain: int = 120
     names: List[str] = field(default_factory=lambda: list(DOMAIN_NAMES))
+    # Times the tiny base model's pre-training text holds each read lookup over the databases (a
+    # call, then its result): how much of that text teaches copying an id from context.
+    lookup_repeats: int = 1
 
 
 @dataclass
@@ -499,7 +502,7 @@ _AT_LEAST_ONE = ("rollout.max_total_tokens", "rollout.max_batch_size", "rollout.
                  "policy.tiny.intermediate_size", "policy.tiny.num_hidden_layers", "policy.tiny.num_attention_heads",
                  "policy.tiny.num_key_value_heads", "policy.tiny.head_dim", "policy.tiny.max_position_embeddings",
                  "policy.tiny.pretrain_seq_len", "policy.tiny.pretrain_batch_size", "cluster.num_cpus")
-_NOT_NEGATIVE = ("policy.tiny.pretrain_steps", "warm_start.examples", "zoo.input_tokens_overhead",
+_NOT_NEGATIVE = ("policy.tiny.pretrain_steps", "families.domain.lookup_repeats", "warm_start.examples", "zoo.input_tokens_overhead",
                  "rollout.num_cpus_per_worker", "rollout.num_gpus_per_worker", "trainer.num_cpus", "trainer.num_gpus",
                  "trainer.weight_decay", "reward.eps", "eval.temperature", "data.max_train_questions",
                  "data.max_heldout_questions")

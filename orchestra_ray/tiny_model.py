@@ -53,20 +53,40 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int, added_tokens: Sequen
     )
 
 
-def pretrain(model, tokenizer, documents: List[str], cfg) -> List[float]:
-    """Next-token prediction on packed windows of the documents; returns the loss every 50 steps."""
+# Bumped when pre-training changes in a way its config does not show, so cached builds are redone.
+BUILD_VERSION = 2
+
+
+def document_windows(documents: Sequence[Sequence[int]], n: int, separator: int) -> Tuple[torch.Tensor, List[int]]:
+    """The documents' token ids packed into one stream (`separator` after each) and the offsets of
+    the windows of `n` tokens to train on: one per document start that leaves a full window, so a
+    document shorter than `n` is always seen whole (a call with its result, an id with the place it
+    is repeated) and the rest of its window is the documents after it. A stream shorter than one
+    window is padded with `separator`."""
     ids: List[int] = []
+    starts: List[int] = []
     for d in documents:
-        ids.extend(tokenizer.encode(d, add_special_tokens=False))
-        ids.append(tokenizer.pad_token_id)  # <|endoftext|> between documents
+        starts.append(len(ids))
+        ids.extend(d)
+        ids.append(separator)
+    if len(ids) < n:
+        ids.extend([separator] * (n - len(ids)))
+    return torch.tensor(ids, dtype=torch.long), [s for s in starts if s + n <= len(ids)]
+
+
+def pretrain(model, tokenizer, documents: List[str], cfg) -> List[float]:
+    """Next-token prediction on document-aligned windows (`document_windows`); returns the loss
+    every 50 steps."""
     n = cfg.pretrain_seq_len
-    windows = torch.tensor(ids[: len(ids) // n * n], dtype=torch.long).view(-1, n)
+    encoded = [tokenizer.encode(d, add_special_tokens=False) for d in documents]
+    stream, starts = document_windows(encoded, n, tokenizer.pad_token_id)  # <|endoftext|> between documents
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr)
     model.train()
     losses = []
     for step in range(cfg.pretrain_steps):
-        batch = windows[torch.randint(len(windows), (cfg.pretrain_batch_size,), generator=g)]
+        picks = torch.randint(len(starts), (cfg.pretrain_batch_size,), generator=g).tolist()
+        batch = torch.stack([stream[starts[i]: starts[i] + n] for i in picks])
         loss = model(input_ids=batch, labels=batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -113,7 +133,7 @@ def build_tiny_policy(cfg, corpus: List[str], out_dir: str, documents: List[str]
 
 def tiny_policy_path(cfg, corpus: List[str], cache_dir: str, documents: List[str] = (), added_tokens: Sequence[str] = ()) -> str:
     """Build once per (config, corpus, documents, added tokens); later runs reuse the same files."""
-    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps({**asdict(cfg), "build_version": BUILD_VERSION}, sort_keys=True).encode())
     for text in [*corpus, "\0", *documents, "\0", *added_tokens]:
         h.update(text.encode())
     path = os.path.join(cache_dir, f"tiny-qwen3-{h.hexdigest()[:12]}")

@@ -8,19 +8,11 @@ import statistics
 from dataclasses import dataclass
 from typing import Dict, List
 
-from orchestra_ray.chat import (
-    IM_END,
-    IM_START,
-    TOOL_RESPONSE_CLOSE,
-    TOOL_RESPONSE_OPEN,
-    SlotCard,
-    system_prompt,
-    tool_call_text,
-    user_message,
-)
+from orchestra_ray.chat import IM_END, IM_START, SlotCard, system_prompt, tool_call_text, tool_exchange, user_message
 from orchestra_ray.config import ConfigError, OrchestraConfig
 from orchestra_ray.domains.database import Database
 from orchestra_ray.domains.environment import compact_json
+from orchestra_ray.domains.lookups import lookup_calls
 from orchestra_ray.experts import ReplayExpert
 from orchestra_ray.frames import Question, load_questions, load_responses, split_questions
 from orchestra_ray.preferences import profile_names, profile_vector
@@ -117,6 +109,10 @@ def pretraining_documents(zoo: Zoo, cfg: OrchestraConfig, families=None) -> List
     for name, dom in (families.domains.items() if families else []):
         for table, rows in Database.from_bytes(dom.db_bytes).dump().items():
             docs.extend(f"{name} {table}: {compact_json(row)}" for row in rows)
+        # Each entity id in a request, its read call and the result: copying ids, for every id.
+        lookups = [f"{IM_START}user\nQuestion: {c.request}{IM_END}\n{IM_START}assistant\n"
+                   + tool_call_text(c.name, c.arguments) + tool_exchange(c.result) for c in lookup_calls(dom)]
+        docs.extend(lookups * cfg.families.domain.lookup_repeats)
     for q in zoo.train:
         docs.append(q.problem)
         for s in zoo.slots:
@@ -133,9 +129,7 @@ def pretraining_documents(zoo: Zoo, cfg: OrchestraConfig, families=None) -> List
         rec = zoo.experts[s].records.get(q.question_id)
         text = rec.text[: cfg.zoo.max_response_chars] if rec is not None else ""
         docs.append(
-            tool_call_text("call_expert", {"expert": s})
-            + f"\n{IM_START}user\n{TOOL_RESPONSE_OPEN}\n{s}: {text}\n{TOOL_RESPONSE_CLOSE}{IM_END}\n{IM_START}assistant\n"
-            + tool_call_text("answer", {"expert": s})
+            tool_call_text("call_expert", {"expert": s}) + tool_exchange(f"{s}: {text}") + tool_call_text("answer", {"expert": s})
         )
     random.Random(cfg.policy.tiny.seed).shuffle(docs)
     return docs

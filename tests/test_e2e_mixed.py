@@ -49,6 +49,8 @@ def run(tmp_path_factory, frames_dir):
             "rollout.max_turns=3",
             "rollout.max_new_tokens=48",
             "warm_start.examples=24",
+            "warm_start.family_examples.domain=8",
+            "warm_start.epochs=1",
             "trainer.steps=1",
             "reward.filter_zero_variance=false",
             "eval.bootstrap_samples=100",

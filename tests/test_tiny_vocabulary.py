@@ -1,6 +1,6 @@
 """The tiny policy's vocabulary on the mixed config, without Ray: every entity id of every domain
 database is one token (so a held-out request's ids are copied as single tokens), text still round
-trips exactly, and the pre-training documents show each database row."""
+trips exactly, and the pre-training documents show each database row and a lookup of each id."""
 
 import os
 import re
@@ -51,12 +51,18 @@ def test_every_id_of_a_heldout_request_is_one_token_and_text_round_trips(mixed):
     assert seen >= len(families.heldout[DOMAIN])  # every request names at least one entity
 
 
-def test_pretraining_documents_hold_each_database_row(mixed):
+def test_pretraining_documents_hold_each_database_row_and_a_lookup_of_each_id(mixed):
     cfg, zoo, families, _, _ = mixed
-    text = "\n".join(pretraining_documents(zoo, cfg, families))
+    docs = pretraining_documents(zoo, cfg, families)
+    text = "\n".join(docs)
+    lookups = [d for d in docs if d.startswith("<|im_start|>user\nQuestion: ") and "<tool_response>" in d]
     for dom in families.domains.values():
         for key in dom.entity_keys():
             assert key in text
+            # Named in a request, asked about in a call, repeated in the result: an id the model
+            # learns to copy.
+            assert any(key in d.split("<tool_call>")[0] and f'": "{key}"' in d.split("<tool_response>")[0]
+                       and f'":"{key}"' in d.split("<tool_response>")[1] for d in lookups), key
 
 
 def test_frames_only_vocabulary_is_the_slot_names(frames_dir):
