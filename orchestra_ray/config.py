@@ -253,7 +253,7 @@ class DomainFamilyConfig:
     tasks_per_domain: int = 120
     names: List[str] = field(default_factory=lambda: list(DOMAIN_NAMES))
     # Times the tiny base model's pre-training text holds each read lookup over the databases (a
-    # call, then its result): how much of that text teaches copying an id from context.
+    # request naming an id, the call, its result): how much of that text teaches copying an id.
     lookup_repeats: int = 1
 
 
