@@ -122,6 +122,9 @@ class TinyModelConfig:
     pretrain_seq_len: int = 128
     pretrain_batch_size: int = 16
     pretrain_lr: float = 3e-3
+    # "packed": consecutive windows of the packed text (a document may be cut in two); "document":
+    # each window starts at a document, so short ones (the domain lookups) are seen whole.
+    pretrain_windows: str = "packed"
 
 
 @dataclass
@@ -422,6 +425,8 @@ def validate(cfg: OrchestraConfig) -> None:
     """Checks that a type cannot express; each failure names its key."""
     r, t = cfg.rollout, cfg.trainer
     _require(cfg.policy.engine in ("hf", "vllm"), "policy.engine", f"'{cfg.policy.engine}' is not an engine (hf or vllm)")
+    _require(cfg.policy.tiny.pretrain_windows in ("packed", "document"), "policy.tiny.pretrain_windows",
+             f"'{cfg.policy.tiny.pretrain_windows}' is not a window choice (packed or document)")
     _require(r.group_size >= 2, "rollout.group_size", "GRPO needs at least 2 samples per task")
     _require(r.tasks_per_step >= 1, "rollout.tasks_per_step", "must be at least 1")
     _require(r.num_workers >= 1, "rollout.num_workers", "must be at least 1")

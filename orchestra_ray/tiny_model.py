@@ -75,11 +75,14 @@ def document_windows(documents: Sequence[Sequence[int]], n: int, separator: int)
 
 
 def pretrain(model, tokenizer, documents: List[str], cfg) -> List[float]:
-    """Next-token prediction on document-aligned windows (`document_windows`); returns the loss
-    every 50 steps."""
+    """Next-token prediction on windows of the packed documents: document-aligned
+    (`document_windows`) or, with `pretrain_windows: packed`, consecutive; returns the loss every
+    50 steps."""
     n = cfg.pretrain_seq_len
     encoded = [tokenizer.encode(d, add_special_tokens=False) for d in documents]
     stream, starts = document_windows(encoded, n, tokenizer.pad_token_id)  # <|endoftext|> between documents
+    if cfg.pretrain_windows == "packed":  # consecutive windows of the stream, cutting documents anywhere
+        starts = list(range(0, len(stream) - n + 1, n))
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr)
     model.train()

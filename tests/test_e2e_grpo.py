@@ -30,12 +30,10 @@ def overrides(frames_dir, root, cache):
         f"rollout.group_size={GROUP}",
         "rollout.max_turns=3",
         "rollout.max_new_tokens=32",
-        # One warm-start step: the samples of a task still ask different experts. A policy that
-        # always relays the same one gives them equal metrics, so equal rewards and no advantage.
-        "warm_start.examples=8",
-        "warm_start.epochs=1",
+        "warm_start.examples=32",
+        "warm_start.epochs=2",
         "warm_start.batch_size=8",
-        "warm_start.lr=3e-4",
+        "warm_start.lr=1e-3",
         "trainer.steps=2",
         "trainer.checkpoint_every=1",
         "trainer.lr=1e-3",

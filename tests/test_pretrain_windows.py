@@ -40,3 +40,13 @@ def test_a_long_document_starts_a_window_and_the_tail_too_short_for_one_does_not
     assert starts == [0, 30, 33]  # 33 + 10 <= 54: the last document still leaves a full window
     stream, starts = document_windows([list(range(1, 30)), [40, 41]], 10, SEP)
     assert starts == [0]  # [40, 41] starts at 30, where only 3 tokens are left
+
+
+def test_an_unknown_window_choice_is_refused_by_name():
+    import pytest
+    from orchestra_ray.config import ConfigError, load_config
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines", "configs", "quickstart.yaml")
+    with pytest.raises(ConfigError, match="policy.tiny.pretrain_windows"):
+        load_config(path, ["policy.tiny.pretrain_windows=aligned"])
+    assert load_config(path, []).policy.tiny.pretrain_windows == "packed"
