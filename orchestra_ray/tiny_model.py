@@ -53,10 +53,6 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int, added_tokens: Sequen
     )
 
 
-# Bumped when pre-training changes in a way its config does not show, so cached builds are redone.
-BUILD_VERSION = 2
-
-
 def document_windows(documents: Sequence[Sequence[int]], n: int, separator: int) -> Tuple[torch.Tensor, List[int]]:
     """The documents' token ids packed into one stream (`separator` after each) and the offsets of
     the windows of `n` tokens to train on: one per document start that leaves a full window, so a
@@ -136,7 +132,7 @@ def build_tiny_policy(cfg, corpus: List[str], out_dir: str, documents: List[str]
 
 def tiny_policy_path(cfg, corpus: List[str], cache_dir: str, documents: List[str] = (), added_tokens: Sequence[str] = ()) -> str:
     """Build once per (config, corpus, documents, added tokens); later runs reuse the same files."""
-    h = hashlib.sha256(json.dumps({**asdict(cfg), "build_version": BUILD_VERSION}, sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
     for text in [*corpus, "\0", *documents, "\0", *added_tokens]:
         h.update(text.encode())
     path = os.path.join(cache_dir, f"tiny-qwen3-{h.hexdigest()[:12]}")
