@@ -6,8 +6,11 @@ Ray prefixes every exported name with `ray_`, so `orchestra_reward` is scraped a
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Dict, Mapping, Optional, Tuple
 
+import ray
 from ray.util import metrics as ray_metrics
 
 # name -> (kind, description, tag keys). Histograms share the boundaries below.
@@ -32,6 +35,11 @@ SECONDS_BOUNDARIES = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 30
 COST_BOUNDARIES = [1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.5, 1, 5]
 
 _made: Dict[str, object] = {}
+# (gauge name, sorted tags) -> last value; re-set by the refresher below.
+_gauges: Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float] = {}
+_gauges_session: Optional[Tuple[str, str]] = None
+_gauges_lock = threading.Lock()
+_refresher: Optional[threading.Thread] = None
 
 
 def metric(name: str):
@@ -57,8 +65,56 @@ def record(name: str, value: float, tags: Optional[Mapping[str, str]] = None) ->
         m.inc(value, tags=tags)
     elif kind == "gauge":
         m.set(value, tags=tags)
+        _keep_gauge(name, float(value), tags)
     else:
         m.observe(value, tags=tags)
+
+
+def _session() -> Optional[Tuple[str, str]]:
+    """The Ray node and job this process reports to, or None when it is not connected."""
+    if not ray.is_initialized():
+        return None
+    ctx = ray.get_runtime_context()
+    return ctx.get_node_id(), ctx.get_job_id()
+
+
+def _keep_gauge(name: str, value: float, tags: Optional[Mapping[str, str]]) -> None:
+    global _gauges_session, _refresher
+    session = _session()
+    with _gauges_lock:
+        if session != _gauges_session:  # a new cluster or job: the old values are not its own
+            _gauges.clear()
+            _gauges_session = session
+        _gauges[(name, tuple(sorted((tags or {}).items())))] = value
+        if _refresher is None:
+            _refresher = threading.Thread(target=_refresh_gauges, name="orchestra-gauge-refresh", daemon=True)
+            _refresher.start()
+
+
+def refresh_period_s() -> float:
+    """How often each gauge's last value is set again: every 5 s, or every half export interval
+    where Ray's is shorter.
+
+    Ray drops a gauge series that its process has not set for a while (measured on Ray 2.60: about
+    20 s after the last set, whatever `metrics_report_interval_ms`), so a value set once per step,
+    minutes apart, would vanish from Prometheus and the dashboard between steps. Setting it again
+    keeps it there for as long as its process lives; it ages out when the process dies."""
+    return min(5.0, max(ray._config.metrics_report_interval_ms(), 1000) / 2000.0)
+
+
+def _refresh_gauges() -> None:
+    global _gauges_session
+    while True:
+        time.sleep(refresh_period_s())
+        session = _session()
+        with _gauges_lock:
+            if session is None or session != _gauges_session:  # shut down or reconnected: stop reporting
+                _gauges.clear()
+                _gauges_session = session
+                continue
+            kept = list(_gauges.items())
+        for (name, tags), value in kept:
+            metric(name).set(value, tags=dict(tags) or None)
 
 
 def record_step(metrics: Mapping, records, learner_version: int) -> None:
