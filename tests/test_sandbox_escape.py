@@ -172,7 +172,10 @@ def test_secrets_are_not_readable(pool):
         for s in secrets:
             assert s not in seen
         assert "OPENAI_API_KEY" not in seen
-        assert secret in run_code(code, dataclasses.replace(UNSAFE, max_output_chars=100_000)).stdout
+        # The control walks the host's whole /tmp/ray (every session of the machine, hundreds of
+        # MB after a test run): give it time, or a busy machine times it out before it prints.
+        control = run_code(code, dataclasses.replace(UNSAFE, max_output_chars=100_000, timeout_s=60, cpu_seconds=60))
+        assert secret in control.stdout, control.error
     finally:
         shutil.rmtree(fake_dir, ignore_errors=True)
     assert_pool_still_answers(pool)
