@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 import ray
 
 from actors.metrics import CATALOGUE
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "clusters" / "grafana" / "orchestra-ray.json"
@@ -130,12 +130,6 @@ def test_datasource_is_templated(dashboard):
 
 
 # ---- against Ray's Prometheus endpoint ----------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @ray.remote(num_cpus=0)
 class Recorder:
     """Records each catalogue metric once, in a worker process as the run's actors do."""

@@ -3,7 +3,6 @@ steps, a sandboxed call fails and an expert errors on the same cluster, and the 
 endpoint then serves every metric of the catalogue with values."""
 
 import re
-import socket
 import time
 import urllib.request
 
@@ -22,13 +21,8 @@ from pipelines.progress import Progress
 from pipelines.train import new_run_dir, train
 from pipelines.zoo import load_zoo
 
+from ports import free_port
 from test_e2e_grpo import overrides
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def exported_name(name: str) -> str:

@@ -9,20 +9,15 @@ the actor dies.
 from __future__ import annotations
 
 import re
-import socket
 import time
 import urllib.request
 
 import pytest
 import ray
 
+from ports import free_port
+
 NAME = "orchestra_reward"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def reward_values(port: int):

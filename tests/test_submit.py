@@ -7,7 +7,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,20 +18,12 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from ports import free_ports
+
 BIN = os.path.dirname(sys.executable)
 SMALL = ["trainer.steps=1", "warm_start.examples=8", "eval.enabled=false", "policy.tiny.pretrain_steps=20",
          "data.max_train_questions=16", "data.max_heldout_questions=4", "rollout.tasks_per_step=2",
          "rollout.group_size=2", "rollout.max_turns=2", "rollout.max_new_tokens=16", "rollout.num_workers=1"]
-
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def clean_env(**extra):
