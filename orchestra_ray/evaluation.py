@@ -120,3 +120,30 @@ def per_question_reward(scored: Sequence[dict]) -> Dict[str, float]:
     for r in scored:
         acc[r["question_id"]].append(r["eval_reward"])
     return {k: sum(v) / len(v) for k, v in acc.items()}
+
+
+def episode_outcomes(scored: Sequence[dict]) -> Dict[str, Dict[str, float]]:
+    """Per task family, each evaluated episode's outcome keyed by `question_id|profile`: what lines
+    up the same episodes of two evaluations."""
+    out: Dict[str, Dict[str, float]] = defaultdict(dict)
+    for r in scored:
+        out[r.get("family", "frames")][f"{r['question_id']}|{r['preference_profile']}"] = float(r["metrics"][OUTCOME])
+    return dict(out)
+
+
+def compare_outcomes(before: Mapping[str, float], after: Mapping[str, float], samples: int = 2000, seed: int = 0) -> Dict:
+    """The success change between two evaluations of the same episodes: how many the later one
+    solved and the earlier did not (gained) and the reverse (lost), and the mean change per task
+    with its paired bootstrap interval over tasks (the profiles of one task are not independent)."""
+    keys = sorted(set(before) & set(after))
+    if not keys:
+        raise ValueError("no shared episodes to compare")
+    per_task: Dict[str, List[Tuple[float, float]]] = defaultdict(list)
+    for k in keys:
+        per_task[k.rsplit("|", 1)[0]].append((before[k], after[k]))
+    mean_before = {t: sum(b for b, _ in v) / len(v) for t, v in per_task.items()}
+    mean_after = {t: sum(a for _, a in v) / len(v) for t, v in per_task.items()}
+    d, lo, hi = paired_bootstrap(mean_before, mean_after, samples, seed)
+    return {"episodes": len(keys), "tasks": len(per_task), "gained": sum(after[k] > before[k] for k in keys),
+            "lost": sum(after[k] < before[k] for k in keys), "mean": d, "ci95": [lo, hi]}
+

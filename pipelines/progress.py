@@ -74,6 +74,10 @@ def format_summary(s: Dict, peak_gb: Optional[float], memory_scope: str = "drive
             if "function_match" in a and "function_match" in b:
                 line += (f"  gold functions {b['function_match']:.2f} -> {a['function_match']:.2f}"
                          f"  arguments {b['argument_match']:.2f} -> {a['argument_match']:.2f}")
+            c = s.get("success_change", {}).get(name)
+            if c:  # paired: the same episodes, so noise is told from change
+                line += (f"\n  {'':<11} episodes solved +{c['gained']} -{c['lost']} of {c['episodes']};"
+                         f" success change per task {c['mean']:+.3f} (95% bootstrap {c['ci95'][0]:+.3f} .. {c['ci95'][1]:+.3f})")
             lines.append(line)
     if "reward_difference" in s:
         d = s["reward_difference"]

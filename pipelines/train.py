@@ -44,8 +44,8 @@ from orchestra_ray.config import ConfigError, OrchestraConfig
 from orchestra_ray.demos import listed_choice, relay_demo, scripted_demo
 from orchestra_ray.domains.call_match import summarise_call_match
 from orchestra_ray.episode import EpisodeLimits
-from orchestra_ray.evaluation import (anchor_metrics, paired_bootstrap, per_question_reward, score_records, summarise,
-                                      summarise_families)
+from orchestra_ray.evaluation import (anchor_metrics, compare_outcomes, episode_outcomes, paired_bootstrap, per_question_reward,
+                                      score_records, summarise, summarise_families)
 from orchestra_ray.failures import INFRASTRUCTURE
 from orchestra_ray.ledger import StepLedger
 from orchestra_ray.preferences import COST, LATENCY, OUTCOME
@@ -207,6 +207,7 @@ class Trainer:
             "profiles": summarise(scored),
             "families": families,
             "per_question_reward": per_question_reward(scored),
+            "episode_outcomes": episode_outcomes(scored),
             "seconds": time.time() - t0,
         }
         os.makedirs(os.path.join(self.run_dir, "eval"), exist_ok=True)
@@ -406,11 +407,15 @@ def new_run_dir(cfg: OrchestraConfig, config_name: str) -> str:
 
 
 def compare(before: Dict, after: Dict, cfg: OrchestraConfig) -> Dict:
-    """What GRPO changed on the held-out questions: reward with a paired bootstrap interval, and the
-    cost per question under the cost-first profile."""
+    """What GRPO changed on the held-out questions: reward with a paired bootstrap interval, each
+    family's success episode by episode, and the cost per question under the cost-first profile."""
     d, lo, hi = paired_bootstrap(before["per_question_reward"], after["per_question_reward"], cfg.eval.bootstrap_samples, cfg.run.seed)
     out: Dict = {"eval_warm_start": before["profiles"], "eval_warm_start_families": before.get("families", {}),
                  "reward_difference": {"mean": d, "ci95": [lo, hi]}}
+    # An evaluation written before episode outcomes were recorded (a resumed run) has none.
+    b_eps, a_eps = before.get("episode_outcomes", {}), after.get("episode_outcomes", {})
+    out["success_change"] = {f: compare_outcomes(b_eps[f], a_eps[f], cfg.eval.bootstrap_samples, cfg.run.seed)
+                             for f in sorted(set(b_eps) & set(a_eps)) if set(b_eps[f]) & set(a_eps[f])}
     if "cost-first" in before["profiles"] and "cost-first" in after["profiles"]:
         b, a = before["profiles"]["cost-first"]["cost"], after["profiles"]["cost-first"]["cost"]
         out["cost_first_cost"] = {"warm_start": b, "final": a, "ratio": a / b if b > 0 else float("nan")}
