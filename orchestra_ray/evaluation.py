@@ -146,4 +146,3 @@ def compare_outcomes(before: Mapping[str, float], after: Mapping[str, float], sa
     d, lo, hi = paired_bootstrap(mean_before, mean_after, samples, seed)
     return {"episodes": len(keys), "tasks": len(per_task), "gained": sum(after[k] > before[k] for k in keys),
             "lost": sum(after[k] < before[k] for k in keys), "mean": d, "ci95": [lo, hi]}
-
