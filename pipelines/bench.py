@@ -10,7 +10,7 @@ import platform
 import time
 from typing import Callable, Dict, Optional
 
-BENCHMARKS = ("trl", "weight-sync", "sandbox", "breakdown")
+BENCHMARKS = ("trl", "weight-sync", "sandbox", "breakdown", "copy")
 DEFAULT_REPS = {"weight-sync": 5, "trl": 3}
 DEFAULT_STEPS = {"breakdown": 4, "trl": 5}
 
@@ -66,7 +66,20 @@ def run_benchmark(name: str, args, config_path: Optional[str] = None, overrides=
     started = machine()
     reps = args.reps if args.reps is not None else DEFAULT_REPS.get(name, 1)
     steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(name, 1)
-    if name in ("breakdown", "trl"):
+    if name == "copy":
+        from orchestra_ray.config import ConfigError, load_config
+        from pipelines import bench_copy as module
+        from pipelines.families import load_families
+        from pipelines.zoo import load_zoo
+
+        if args.tasks < 0:
+            raise ConfigError(f"--tasks must be >= 0 (0: all), got {args.tasks}")
+        cfg = load_config(config_path, list(overrides))
+        zoo = load_zoo(cfg)
+        run_dir = bench_dir(args.root or cfg.run.root, name)
+        result = module.run(cfg, zoo, load_families(cfg, zoo), args.tasks)
+        text = module.table(result)
+    elif name in ("breakdown", "trl"):
         from orchestra_ray.config import ConfigError, load_config
         from pipelines import bench_breakdown, bench_trl
         from pipelines.cluster import connect

@@ -117,7 +117,9 @@ def cmd_bench(args) -> int:
     from pipelines.bench import run_benchmark
 
     config_arg, overrides = _split_args(args.items)
-    config = _config_path(config_arg) if args.name in ("breakdown", "trl") else config_arg
+    if args.name == "copy":  # it probes domain tasks, which the quickstart has none of
+        config_arg = config_arg or "mixed"
+    config = _config_path(config_arg) if args.name in ("breakdown", "trl", "copy") else config_arg
     run_benchmark(args.name, args, config, overrides)
     return 0
 
@@ -283,11 +285,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if action == "logs":
             a.add_argument("--follow", action="store_true", help="print the logs until the job ends")
     p.set_defaults(run=cmd_job)
-    p = sub.add_parser("bench", help="a benchmark (trl, weight-sync, sandbox, breakdown): prints a table, writes bench.json")
-    p.add_argument("name", metavar="NAME", choices=("trl", "weight-sync", "sandbox", "breakdown"),
-                   help="trl | weight-sync | sandbox | breakdown")
+    p = sub.add_parser("bench", help="a benchmark (trl, weight-sync, sandbox, breakdown, copy): prints a table, writes bench.json")
+    p.add_argument("name", metavar="NAME", choices=("trl", "weight-sync", "sandbox", "breakdown", "copy"),
+                   help="trl | weight-sync | sandbox | breakdown | copy")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
-                   help="trl and breakdown: the config (default quickstart) and dotted overrides")
+                   help="trl, breakdown and copy: the config (default quickstart; copy: mixed) and dotted overrides")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: a new local cluster)")
     p.add_argument("--root", default=None, help="where the bench-NAME-TIMESTAMP directory goes (default: runs)")
     p.add_argument("--reps", type=int, default=None,
@@ -300,6 +302,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--calls", type=int, default=20, help="sandbox: timed calls per variant (default 20)")
     p.add_argument("--pool-calls", type=int, default=40, help="sandbox: calls in flight for the pool's throughput (default 40)")
     p.add_argument("--pool-workers", type=int, default=2, help="sandbox: code-interpreter workers (default 2)")
+    p.add_argument("--tasks", type=int, default=48, help="copy: domain tasks probed per split, train and held-out (0: all; default 48)")
     p.add_argument("--steps", type=int, default=None,
                    help="GRPO steps, the first a warm-up: breakdown (default 4), trl per side and rep (default 5)")
     p.set_defaults(run=cmd_bench)

@@ -52,13 +52,12 @@ from orchestra_ray.preferences import COST, LATENCY, OUTCOME
 from orchestra_ray.reward import orchestration_reward
 from orchestra_ray.staleness import within_bound
 from orchestra_ray.task import ARITHMETIC, DOMAIN, FRAMES, MixedTaskSampler, Task, demo_tasks, eval_tasks
-from orchestra_ray.tiny_model import tiny_policy_path
 from orchestra_ray.trajectory import trajectory_rows
 from pipelines.cluster import dashboard_url
 from pipelines.families import Families, load_families
 from pipelines.progress import Progress
 from pipelines.rollout_ahead import Collected, RolloutAhead
-from pipelines.zoo import Zoo, added_tokens, pretraining_documents, tokenizer_corpus
+from pipelines.zoo import Zoo, initial_policy_path
 
 
 class Trainer:
@@ -76,12 +75,7 @@ class Trainer:
 
     # ---- set-up -------------------------------------------------------------------------------
     def policy_path(self) -> str:
-        p = self.cfg.policy
-        if p.model != "tiny":
-            return p.model
-        return tiny_policy_path(p.tiny, tokenizer_corpus(self.zoo, self.cfg, self.families), p.cache_dir,
-                                pretraining_documents(self.zoo, self.cfg, self.families),
-                                added_tokens(self.zoo, self.families))
+        return initial_policy_path(self.zoo, self.cfg, self.families)
 
     def start_actors(self, policy_path: str) -> None:
         self.start_rollout(policy_path)

@@ -17,6 +17,7 @@ from orchestra_ray.experts import ReplayExpert
 from orchestra_ray.frames import Question, load_questions, load_responses, split_questions
 from orchestra_ray.preferences import profile_names, profile_vector
 from orchestra_ray.pricing import PriceTable
+from orchestra_ray.tiny_model import tiny_policy_path
 from orchestra_ray.tools import expert_tools
 
 
@@ -133,3 +134,13 @@ def pretraining_documents(zoo: Zoo, cfg: OrchestraConfig, families=None) -> List
         )
     random.Random(cfg.policy.tiny.seed).shuffle(docs)
     return docs
+
+
+def initial_policy_path(zoo: Zoo, cfg: OrchestraConfig, families=None) -> str:
+    """The policy a run starts from: `policy.model` when it names one, else the tiny base model of
+    this zoo and these families (built on first use, then read from `policy.cache_dir`)."""
+    p = cfg.policy
+    if p.model != "tiny":
+        return p.model
+    return tiny_policy_path(p.tiny, tokenizer_corpus(zoo, cfg, families), p.cache_dir,
+                            pretraining_documents(zoo, cfg, families), added_tokens(zoo, families))
