@@ -54,7 +54,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from actors.code_interpreter import start_code_pool
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         pool = start_code_pool(sandbox, CodePoolConfig(min_workers=1, max_workers=1))
         pooled = median_s(lambda: _checked(ray.get(pool.execute.remote(PROGRAM))), args.calls)

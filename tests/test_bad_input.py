@@ -222,7 +222,7 @@ def test_cli_reports_an_empty_split_in_one_line(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield ray.cluster_resources()
     ray.shutdown()
 

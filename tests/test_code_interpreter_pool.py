@@ -18,7 +18,7 @@ SANDBOX = SandboxConfig(timeout_s=5.0, cpu_seconds=2)
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
 

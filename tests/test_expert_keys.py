@@ -121,7 +121,7 @@ def cluster():
     saved = {v: os.environ.get(v) for v in (GOOD_VAR, WRONG_VAR, UNSET_VAR)}
     os.environ.update({GOOD_VAR: KEY, WRONG_VAR: WRONG})
     os.environ.pop(UNSET_VAR, None)
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
     for var, value in saved.items():

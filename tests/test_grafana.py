@@ -156,7 +156,7 @@ def scrape(port: int) -> Dict[str, Set[str]]:
 @pytest.fixture(scope="module")
 def exported_series():
     port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, _metrics_export_port=port,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _metrics_export_port=port,
              _system_config={"metrics_report_interval_ms": 1000})
     try:
         recorder = Recorder.remote()

@@ -47,7 +47,7 @@ def wait_for(port: int, want, timeout: float = 30):
 @pytest.fixture(scope="module")
 def port():
     port = free_port()
-    ray.init(num_cpus=1, include_dashboard=False, _metrics_export_port=port,
+    ray.init(address="local", num_cpus=1, include_dashboard=False, _metrics_export_port=port,
              _system_config={"metrics_report_interval_ms": 1000})
     try:
         yield port

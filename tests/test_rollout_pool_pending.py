@@ -9,7 +9,7 @@ from actors.rollout_pool import RolloutPool
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=1, resources={"rollout": 1}, include_dashboard=False)
+    ray.init(address="local", num_cpus=1, resources={"rollout": 1}, include_dashboard=False)
     yield
     ray.shutdown()
 

@@ -149,7 +149,7 @@ def test_inconsistent_data_is_rejected_naming_the_problem(zoo):
 def cluster():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
 

@@ -36,7 +36,7 @@ def pool():
     # Set before Ray starts, so every Ray worker (the code workers included) inherits it.
     old = os.environ.get("OPENAI_API_KEY")
     os.environ["OPENAI_API_KEY"] = API_KEY
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     handle = start_code_pool(SANDBOX, CodePoolConfig(min_workers=1, max_workers=2, idle_s=60.0))
     yield handle
     ray.kill(handle)

@@ -50,7 +50,7 @@ zoo:
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
     serve.shutdown()
     ray.shutdown()

@@ -41,7 +41,7 @@ def checkpoint(tmp_path_factory, frames_dir):
 def served(checkpoint, frames_dir):
     ckpt, _, cfg, scfg = serving_config(checkpoint, None, [f"data.path={frames_dir}", "serving.port=0",
                                                            "serving.request_timeout_s=60"])
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         s = start_serving(ckpt, cfg, scfg)
         yield s, load_zoo(cfg)
