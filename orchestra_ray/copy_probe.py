@@ -25,7 +25,7 @@ class CopyProbe:
     kind: str
     function: str
     prompt_ids: List[int]
-    target: str  # the text the continuation has to start with
+    target: str  # the text the continuation has to start with (a number with its leading space)
 
 
 def _value_text(value) -> str:
@@ -55,9 +55,12 @@ def copy_probes(chat: ChatFormat, system: str, user: str, calls: Sequence[Tuple[
             if at < 0:
                 continue
             cursor = at + len(written)
-            start = at + 2 + isinstance(value, str)  # after a string's opening quote
+            # After a string's opening quote; before a number's space, which a byte-level BPE
+            # writes as one token with the digits.
+            quoted = isinstance(value, str)
+            start = at + 1 + 2 * quoted
             if _value_text(value) in user:
-                probes.append(CopyProbe(REQUEST_TO_CALL, name, ids + chat.encode(text[:start]), _value_text(value)))
+                probes.append(CopyProbe(REQUEST_TO_CALL, name, ids + chat.encode(text[:start]), text[start:cursor - quoted]))
         ids = ids + chat.encode(text)
         if k == len(calls) - 1:
             break
@@ -67,7 +70,9 @@ def copy_probes(chat: ChatFormat, system: str, user: str, calls: Sequence[Tuple[
         for value in args.values():
             if _copyable(value) and _value_text(value) in observation:
                 at = offset + observation.index(_value_text(value))
-                probes.append(CopyProbe(CALL_TO_RESULT, name, ids + chat.encode(exchange[:at]), _value_text(value)))
+                end = at + len(_value_text(value))
+                at -= exchange[at - 1] == " "  # the space goes with the value, as above
+                probes.append(CopyProbe(CALL_TO_RESULT, name, ids + chat.encode(exchange[:at]), exchange[at:end]))
         ids = ids + chat.observation_ids(observation)
     return probes
 

@@ -8,6 +8,7 @@ rates say whether a policy that misses domain tasks misses the function or the c
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Dict, List
 
@@ -52,7 +53,9 @@ def run(cfg: OrchestraConfig, zoo: Zoo, families: Families, max_tasks: int) -> D
     result: Dict = {"policy": path, "profile": profile, "splits": {}}
     t0 = time.time()
     for split in ("train", "heldout"):
-        pool = getattr(families, split)[DOMAIN][:max_tasks] if max_tasks else getattr(families, split)[DOMAIN]
+        # Ordered by a hash of the id (as the held-out split is), so the first tasks span the domains.
+        pool = sorted(getattr(families, split)[DOMAIN], key=lambda q: hashlib.sha256(q.question_id.encode()).hexdigest())
+        pool = pool[:max_tasks] if max_tasks else pool
         probes = _probes(chat, families, pool, profile, zoo.slots)
         hits = []
         for _, p in probes:

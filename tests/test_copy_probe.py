@@ -45,8 +45,9 @@ def test_each_probe_stops_where_the_demonstration_writes_the_value(mixed):
         for p in probes:
             prompt = chat.decode(p.prompt_ids)
             assert demo.startswith(prompt + p.target), (t.question_id, p.kind, p.target)
+            assert '"' not in p.target and p.target.strip() == p.target.lstrip()  # the bare value
             if p.kind == REQUEST_TO_CALL:
-                assert p.target in user and prompt.endswith(('"', ": ")) and p.function in [c[0] for c in calls]
+                assert p.target.lstrip() in user and prompt.endswith(('"', ":")) and p.function in [c[0] for c in calls]
             else:  # the value is read back inside a tool response
                 assert prompt.rindex("<tool_response>") > prompt.rindex("<tool_call>")
             kinds.setdefault(domain.name, set()).add(p.kind)
