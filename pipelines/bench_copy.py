@@ -8,7 +8,6 @@ rates say whether a policy that misses domain tasks misses the function or the c
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Dict, List
 
@@ -19,7 +18,7 @@ from orchestra_ray.config import ConfigError, OrchestraConfig
 from orchestra_ray.copy_probe import KINDS, copied, copy_probes, copy_rates
 from orchestra_ray.task import DOMAIN, eval_tasks
 from orchestra_ray.tiny_model import load_policy
-from pipelines.families import Families
+from pipelines.families import Families, by_id_hash
 from pipelines.zoo import Zoo, initial_policy_path
 
 
@@ -53,8 +52,7 @@ def run(cfg: OrchestraConfig, zoo: Zoo, families: Families, max_tasks: int) -> D
     result: Dict = {"policy": path, "profile": profile, "splits": {}}
     t0 = time.time()
     for split in ("train", "heldout"):
-        # Ordered by a hash of the id (as the held-out split is), so the first tasks span the domains.
-        pool = sorted(getattr(families, split)[DOMAIN], key=lambda q: hashlib.sha256(q.question_id.encode()).hexdigest())
+        pool = by_id_hash(getattr(families, split)[DOMAIN])  # the first tasks span the domains
         pool = pool[:max_tasks] if max_tasks else pool
         probes = _probes(chat, families, pool, profile, zoo.slots)
         hits = []

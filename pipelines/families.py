@@ -36,11 +36,14 @@ class Families:
         return list(self.train)
 
 
+def by_id_hash(problems: Sequence[Source]) -> List[Source]:
+    """Ordered by a hash of the id, so that any first few keep a spread of domains and templates."""
+    return sorted(problems, key=lambda p: hashlib.sha256(p.question_id.encode()).hexdigest())
+
+
 def _split(problems: Sequence[Source], fraction: float, max_heldout: int) -> Tuple[List[Source], List[Source]]:
     train = [p for p in problems if not is_heldout(p.question_id, fraction)]
-    # Ordered by a hash of the id, so a cap keeps a spread of domains and templates.
-    heldout = sorted((p for p in problems if is_heldout(p.question_id, fraction)),
-                     key=lambda p: hashlib.sha256(p.question_id.encode()).hexdigest())
+    heldout = by_id_hash([p for p in problems if is_heldout(p.question_id, fraction)])
     return train, heldout[:max_heldout] if max_heldout else heldout
 
 
