@@ -17,7 +17,7 @@ from typing import Any, Deque, Dict, List, Optional, Set
 import ray
 
 from actors.metrics import record
-from orchestra_ray.sandbox import (CodeResult, SandboxConfig, SandboxUnavailable, check_sandbox, failed, plain_pool_config,
+from orchestra_ray.tools.sandbox import (CodeResult, SandboxConfig, SandboxUnavailable, check_sandbox, failed, plain_pool_config,
                                    plain_sandbox_config, remove_stale_workspaces, run_code, validate_sandbox_config)
 
 

@@ -9,12 +9,13 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import ray
 
 from actors.metrics import record
-from orchestra_ray.config import ConfigError, ExpertSlotConfig, OrchestraConfig
-from orchestra_ray.experts import ExpertError, ExpertRequest, ExpertResponse, ReplayExpert
-from orchestra_ray.failures import classify_exception
-from orchestra_ray.frames import load_responses
-from orchestra_ray.openai_expert import OpenAIExpert
-from orchestra_ray.pricing import ExpertPrice, PriceTable
+from orchestra_ray.config import ExpertSlotConfig, OrchestraConfig
+from orchestra_ray.errors import ConfigError
+from orchestra_ray.experts.base import ExpertError, ExpertRequest, ExpertResponse, ReplayExpert
+from orchestra_ray.rollout.failures import classify_exception
+from orchestra_ray.families.frames import load_responses
+from orchestra_ray.experts.openai_expert import OpenAIExpert
+from orchestra_ray.experts.pricing import ExpertPrice, PriceTable
 
 # Serve's HTTP proxy always runs on the head node; an actor placed there reaches it on loopback.
 HEAD_NODE_RESOURCE = "node:__internal_head__"

@@ -11,8 +11,8 @@ import ray
 
 from actors.common import quiet_torch_process
 from actors.weight_transport import flatten_parameters, publish_model
-from orchestra_ray.policy_update import grpo_update, sft_update
-from orchestra_ray.tiny_model import load_policy
+from orchestra_ray.grpo.policy_update import grpo_update, sft_update
+from orchestra_ray.policy.tiny_model import load_policy
 
 
 @ray.remote

@@ -120,8 +120,8 @@ def _refresh_gauges() -> None:
 def record_step(metrics: Mapping, records, learner_version: int) -> None:
     """Exports one GRPO step: its means as gauges, each episode's cost and latency as histogram
     observations, the tool-call share per tool, and the weight-version lag of its rollouts."""
-    from orchestra_ray.evaluation import summarise_families, tool_share
-    from orchestra_ray.preferences import COST, LATENCY
+    from orchestra_ray.reports.evaluation import summarise_families, tool_share
+    from orchestra_ray.grpo.preferences import COST, LATENCY
 
     record("orchestra_steps", 1)
     record("orchestra_reward", metrics["reward"], {"family": "all"})

@@ -3,7 +3,7 @@
 Two deployments: the ingress (FastAPI: checks requests, answers 4xx, applies the request timeout)
 and the policy (a copy of the policy per replica, autoscaled). The policy deployment batches the
 requests that arrive together and runs their episodes through the rollout loop itself
-(`orchestra_ray.episode.run_episodes`), calling the same expert actors and tools as training.
+(`orchestra_ray.rollout.episode.run_episodes`), calling the same expert actors and tools as training.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' `Request` annotation
@@ -22,12 +22,12 @@ from ray import serve
 from actors.common import quiet_torch_process
 from actors.serving_client import ServingClient
 from actors.tool_client import RayToolClient
-from orchestra_ray.chat import user_message
-from orchestra_ray.episode import EpisodeLimits, new_episodes, run_episodes
-from orchestra_ray.serve_api import (ApiSpec, OrchestrationRequest, RequestError, completion_body, orchestration_trace,
+from orchestra_ray.rollout.chat import user_message
+from orchestra_ray.rollout.episode import EpisodeLimits, new_episodes, run_episodes
+from orchestra_ray.serving.api import (ApiSpec, OrchestrationRequest, RequestError, completion_body, orchestration_trace,
                                      parse_request, stream_chunks)
-from orchestra_ray.task import FRAMES, Task
-from orchestra_ray.tools import ToolSpec
+from orchestra_ray.families.task import FRAMES, Task
+from orchestra_ray.tools.spec import ToolSpec
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,9 @@ def restricted_tools(tools: Sequence[ToolSpec], allowed: Sequence[str]) -> List[
 class OrchestratorPolicy:
     def __init__(self, spec: PolicySpec, experts: Dict[str, Any], search=None, max_batch_size: int = 32,
                  batch_wait_timeout_s: float = 0.01):
-        from orchestra_ray.chat import ChatFormat
-        from orchestra_ray.engine import HFEngine
-        from orchestra_ray.tiny_model import load_policy
+        from orchestra_ray.rollout.chat import ChatFormat
+        from orchestra_ray.policy.engine import HFEngine
+        from orchestra_ray.policy.tiny_model import load_policy
 
         quiet_torch_process(spec.torch_threads)
         self.spec = spec
@@ -169,7 +169,7 @@ class OrchestratorIngress:
 
 def orchestrator_application(spec: PolicySpec, api: ApiSpec, experts: Dict[str, Any], search, scfg):
     """The bound Serve application: ingress -> policy, resources and autoscaling from `scfg`
-    (orchestra_ray.serving_config.ServingConfig)."""
+    (orchestra_ray.serving.config.ServingConfig)."""
     policy = OrchestratorPolicy.options(
         name="policy",
         ray_actor_options={"num_cpus": scfg.num_cpus, "num_gpus": scfg.num_gpus},

@@ -9,8 +9,8 @@ from typing import List, Optional, Sequence
 import ray
 
 from actors.common import quiet_torch_process
-from orchestra_ray.policy_update import reference_logprobs
-from orchestra_ray.tiny_model import load_policy
+from orchestra_ray.grpo.policy_update import reference_logprobs
+from orchestra_ray.policy.tiny_model import load_policy
 
 
 # Its only state is the frozen weights it loads at start, and log-probs are a pure function of

@@ -25,8 +25,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import ray
 
 from actors.metrics import record
-from orchestra_ray.failures import INFRASTRUCTURE, StepFailed, classify_exception
-from orchestra_ray.ledger import StepLedger, episode_id
+from orchestra_ray.rollout.failures import INFRASTRUCTURE, StepFailed, classify_exception
+from orchestra_ray.grpo.ledger import StepLedger, episode_id
 
 logger = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from actors.common import quiet_torch_process
 from actors.metrics import record
 from actors.tool_client import RayToolClient
 from actors.weight_transport import pull_if_newer
-from orchestra_ray.chat import ChatFormat, user_message
-from orchestra_ray.engine import HFEngine
-from orchestra_ray.episode import EpisodeLimits, episode_record, new_episodes, run_episodes
-from orchestra_ray.stage_clock import StageClock, timed
-from orchestra_ray.task import Task
-from orchestra_ray.tiny_model import load_policy, load_tokenizer
-from orchestra_ray.tools import ToolSpec
+from orchestra_ray.rollout.chat import ChatFormat, user_message
+from orchestra_ray.policy.engine import HFEngine
+from orchestra_ray.rollout.episode import EpisodeLimits, episode_record, new_episodes, run_episodes
+from orchestra_ray.rollout.stage_clock import StageClock, timed
+from orchestra_ray.families.task import Task
+from orchestra_ray.policy.tiny_model import load_policy, load_tokenizer
+from orchestra_ray.tools.spec import ToolSpec
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class RolloutSpec:
     device: str = "cpu"
     torch_threads: int = 1
     max_batch_size: int = 64
-    engine: str = "hf"  # or "vllm" (orchestra_ray/vllm_engine.py)
+    engine: str = "hf"  # or "vllm" (orchestra_ray/policy/vllm_engine.py)
     engine_options: Mapping[str, Any] = None  # further vllm.LLM arguments
 
 
@@ -45,7 +45,7 @@ class RolloutWorker:
         quiet_torch_process(spec.torch_threads)
         self.spec, self.index, self.store = spec, index, weight_store
         if spec.engine == "vllm":
-            from orchestra_ray.vllm_engine import VLLMEngine
+            from orchestra_ray.policy.vllm_engine import VLLMEngine
 
             tokenizer = load_tokenizer(spec.policy_path)
             self.engine = VLLMEngine(spec.policy_path, spec.dtype, spec.max_batch_size, dict(spec.engine_options or {}))

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from orchestra_ray.config import ServeConfig, serve_route_prefix
-from orchestra_ray.experts import ExpertError
+from orchestra_ray.experts.base import ExpertError
 
 ROLES = ("system", "user", "assistant", "tool")
 

@@ -11,9 +11,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import ray
 
 from actors.tool_client import RayToolClient
-from orchestra_ray.episode import Episode, ToolOutcome
-from orchestra_ray.experts import ExpertError, ExpertRequest, ExpertResponse
-from orchestra_ray.failures import DATA, INFRASTRUCTURE, classify_exception
+from orchestra_ray.rollout.episode import Episode, ToolOutcome
+from orchestra_ray.experts.base import ExpertError, ExpertRequest, ExpertResponse
+from orchestra_ray.rollout.failures import DATA, INFRASTRUCTURE, classify_exception
 
 BUDGET_REACHED = "max_cost"
 

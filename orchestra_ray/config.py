@@ -10,18 +10,15 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from orchestra_ray.preferences import PreferenceError, profile_vector
-from orchestra_ray.sandbox import CodePoolConfig, SandboxConfig, validate_sandbox_config
-from orchestra_ray.search import SearchConfig, validate_search_config
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with a one-line message naming the key or file."""
+from orchestra_ray.errors import ConfigError
+from orchestra_ray.grpo.preferences import PreferenceError, profile_vector
+from orchestra_ray.tools.sandbox import CodePoolConfig, SandboxConfig, validate_sandbox_config
+from orchestra_ray.tools.search import SearchConfig, validate_search_config
 
 
 @dataclass
@@ -43,9 +40,14 @@ class ClusterConfig:
     metrics_export_port: Optional[int] = None  # Prometheus endpoint of the embedded cluster (None: Ray picks)
 
 
+# The FRAMES replay data ships inside the package (orchestra_ray/data/frames_replay, its README
+# states sources and licences); ORCHESTRA_RAY_FRAMES or data.path point elsewhere.
+FRAMES_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "frames_replay")
+
+
 @dataclass
 class DataConfig:
-    path: str = "${oc.env:ORCHESTRA_RAY_FRAMES,../shared/data/frames_replay}"
+    path: str = '${oc.env:ORCHESTRA_RAY_FRAMES,"' + FRAMES_DATA + '"}'
     heldout_fraction: float = 0.2
     max_train_questions: Optional[int] = None
     max_heldout_questions: Optional[int] = None
@@ -372,6 +374,42 @@ def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
     return obj
 
 
+def path_keys(cfg: OrchestraConfig) -> List[Tuple[str, str]]:
+    """(key, value) of every config key that names a file or directory on this machine."""
+    t, p = cfg.tools, cfg.policy
+    paths: List[Tuple[str, str]] = [
+        ("run.root", cfg.run.root), ("data.path", cfg.data.path), ("policy.cache_dir", p.cache_dir),
+        ("tools.search.corpus", t.search.corpus), ("tools.search.cache_dir", t.search.cache_dir),
+        ("tools.sandbox.python", t.sandbox.python),
+    ]
+    if os.sep in t.sandbox.bwrap:  # a bare name is looked up on PATH
+        paths.append(("tools.sandbox.bwrap", t.sandbox.bwrap))
+    # Model fields hold a hub id or a local path; only a path that exists here is a path.
+    if p.model != "tiny" and os.path.exists(p.model):
+        paths.append(("policy.model", p.model))
+    for i, e in enumerate(cfg.zoo.experts):
+        if e.backend == "serve" and e.model and os.path.exists(e.model):
+            paths.append((f"zoo.experts.{i}.model", e.model))
+    return paths
+
+
+def relative_paths(cfg: OrchestraConfig) -> Dict[str, str]:
+    """Each path key whose value is relative, with its absolute value from this directory."""
+    return {key: os.path.abspath(value) for key, value in path_keys(cfg) if value and not os.path.isabs(value)}
+
+
+def make_paths_absolute(cfg: OrchestraConfig) -> OrchestraConfig:
+    """Resolve every relative path key against this directory, so that the config a run records
+    (and `orchestra-ray eval RUN` reads back) means the same from any directory."""
+    for key, value in relative_paths(cfg).items():
+        *parents, last = key.split(".")
+        node: Any = cfg
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else getattr(node, part)
+        setattr(node, last, value)
+    return cfg
+
+
 def _require(ok: bool, key: str, why: str) -> None:
     if not ok:
         raise ConfigError(f"invalid value for config key '{key}': {why}")
@@ -479,7 +517,7 @@ def validate(cfg: OrchestraConfig) -> None:
             route = serve_route_prefix(e.name, e.serve)
             _require(route not in routes, f"zoo.experts.{i}.serve.route_prefix", f"'{route}' is used by another slot")
             routes.add(route)
-    from orchestra_ray.pricing import PriceTable  # pricing raises this module's ConfigError
+    from orchestra_ray.experts.pricing import PriceTable
 
     PriceTable.from_slots(cfg.zoo.experts)  # a model without a known price fails here, before any actor
     _require(cfg.zoo.strongest in names, "zoo.strongest", f"'{cfg.zoo.strongest}' is not a slot of zoo.experts")

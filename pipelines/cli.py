@@ -32,7 +32,8 @@ def _split_args(items: List[str]) -> Tuple[Optional[str], List[str]]:
 
 
 def cmd_train(args) -> int:
-    from orchestra_ray.config import ConfigError, load_config
+    from orchestra_ray.config import load_config, make_paths_absolute
+    from orchestra_ray.errors import ConfigError
     from pipelines.families import load_families
     from pipelines.zoo import load_zoo
 
@@ -48,6 +49,7 @@ def cmd_train(args) -> int:
         path = _config_path(config_arg)
         cfg = load_config(path, overrides)
         config_name = os.path.splitext(os.path.basename(path))[0]
+    make_paths_absolute(cfg)  # the run's config.yaml then reads the same from any directory
     zoo = load_zoo(cfg)  # data problems surface here, before the cluster starts
     families = load_families(cfg, zoo)
 
@@ -114,7 +116,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from pipelines.bench import run_benchmark
+    from pipelines.bench.runner import run_benchmark
 
     config_arg, overrides = _split_args(args.items)
     if args.name == "copy":  # it probes domain tasks, which the quickstart has none of
@@ -154,7 +156,7 @@ def cmd_serve(args) -> int:
 
     from pipelines.cluster import connect
     from pipelines.progress import Progress
-    from orchestra_ray.experts import ExpertError
+    from orchestra_ray.experts.base import ExpertError
     from pipelines.serve import ServeError, start_serving
 
     import ray
@@ -312,9 +314,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         args.address = args.address or default_address()
 
-    from orchestra_ray.config import ConfigError
-    from orchestra_ray.failures import StepFailed
-    from orchestra_ray.frames import DataError
+    from orchestra_ray.errors import ConfigError
+    from orchestra_ray.rollout.failures import StepFailed
+    from orchestra_ray.errors import DataError
     from pipelines.submit import JobError
 
     try:

@@ -7,7 +7,8 @@ from typing import Optional
 
 import ray
 
-from orchestra_ray.config import ConfigError, OrchestraConfig
+from orchestra_ray.config import OrchestraConfig
+from orchestra_ray.errors import ConfigError
 
 
 def connect(cfg: OrchestraConfig, address: Optional[str] = None) -> str:

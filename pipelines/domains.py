@@ -12,8 +12,8 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from orchestra_ray.domains import generate_domains, write_tau2_tasks
-from orchestra_ray.domains.filters import STAT_KEYS
+from orchestra_ray.families.domains import generate_domains, write_tau2_tasks
+from orchestra_ray.families.domains.filters import STAT_KEYS
 
 
 def stats_table(stats: Dict[str, Dict[str, int]]) -> str:

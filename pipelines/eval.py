@@ -17,12 +17,13 @@ from typing import Dict, List, Optional, Tuple
 import pyarrow.parquet as pq
 
 from orchestra_ray import checkpoint as ckpt
-from orchestra_ray.baselines import Answer, baseline_records, plan_baselines
-from orchestra_ray.config import ConfigError, OrchestraConfig
-from orchestra_ray.experts import ExpertRequest
-from orchestra_ray.preferences import metric_names, profile_vector
-from orchestra_ray.task import FRAMES
-from orchestra_ray.trajectory import trajectory_rows
+from orchestra_ray.reports.baselines import Answer, baseline_records, plan_baselines
+from orchestra_ray.config import OrchestraConfig
+from orchestra_ray.errors import ConfigError
+from orchestra_ray.experts.base import ExpertRequest
+from orchestra_ray.grpo.preferences import metric_names, profile_vector
+from orchestra_ray.families.task import FRAMES
+from orchestra_ray.rollout.trajectory import trajectory_rows
 from pipelines.families import Families
 from pipelines.progress import Progress
 from pipelines.report import POLICY, TRAJECTORIES, build_report, method_file
@@ -79,8 +80,8 @@ def train_run_router(cfg: OrchestraConfig, zoo: Zoo, families: Families, run_dir
                      iterations: int, answers=None) -> str:
     """Trains the RLlib PPO router on the run's FRAMES training split (every training profile)
     and keeps it in <run>/router; returns that directory."""
-    from orchestra_ray.baselines import anchors_of
-    from orchestra_ray.search import encode
+    from orchestra_ray.reports.baselines import anchors_of
+    from orchestra_ray.tools.search import encode
     from pipelines.router import train_router
 
     train_ids = [q.question_id for q in families.train.get(FRAMES, [])]
@@ -101,7 +102,7 @@ def router_choices(cfg: OrchestraConfig, zoo: Zoo, families: Families, run_dir: 
                    questions: Dict[str, str], profiles: Dict[str, Dict[str, float]], progress: Progress,
                    iterations: int) -> Tuple[Dict[Tuple[str, str], str], Dict]:
     """The learned router's pick for every (profile, held-out question); trained the first time."""
-    from orchestra_ray.search import ENCODER, encode
+    from orchestra_ray.tools.search import ENCODER, encode
     from pipelines.router import load_router
 
     out_dir = os.path.join(run_dir, ROUTER_DIR)

@@ -12,12 +12,13 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Tuple
 
-from orchestra_ray.arithmetic import generate_arithmetic
-from orchestra_ray.chat import task_prompt
-from orchestra_ray.config import ConfigError, OrchestraConfig
-from orchestra_ray.frames import is_heldout
-from orchestra_ray.task import ARITHMETIC, DOMAIN, FRAMES, Problem, Source
-from orchestra_ray.tools import ToolSpec, code_tool, expert_tools, search_tool, text_answer_tool
+from orchestra_ray.families.arithmetic import generate_arithmetic
+from orchestra_ray.rollout.chat import task_prompt
+from orchestra_ray.config import OrchestraConfig
+from orchestra_ray.errors import ConfigError
+from orchestra_ray.families.frames import is_heldout
+from orchestra_ray.families.task import ARITHMETIC, DOMAIN, FRAMES, Problem, Source
+from orchestra_ray.tools.spec import ToolSpec, code_tool, expert_tools, search_tool, text_answer_tool
 from pipelines.zoo import Zoo
 
 Call = Tuple[str, Dict]
@@ -64,7 +65,7 @@ def load_families(cfg: OrchestraConfig, zoo: Zoo) -> Families:
             fam.reference[p.problem.question_id] = [("run_python", {"code": p.code}), ("answer", {"text": p.problem.answer})]
         fam.train[ARITHMETIC], fam.heldout[ARITHMETIC] = _split([p.problem for p in problems], fraction, cap)
     if weights.get(DOMAIN, 0) > 0:
-        from orchestra_ray.domains import generate_domains, gold_hash
+        from orchestra_ray.families.domains import generate_domains, gold_hash
 
         d = cfg.families.domain
         domains, tasks, _ = generate_domains(d.seed, d.tasks_per_domain)

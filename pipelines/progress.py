@@ -7,7 +7,7 @@ from typing import Dict, Optional
 
 from tqdm import tqdm
 
-from orchestra_ray.task import FRAMES
+from orchestra_ray.families.task import FRAMES
 
 
 class Progress:

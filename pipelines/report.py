@@ -16,10 +16,10 @@ from typing import Dict, List, Optional, Sequence
 
 import pyarrow.parquet as pq
 
-from orchestra_ray.report_document import Heading, Image, Paragraph, Table, to_html, to_markdown
-from orchestra_ray.report_figures import BALANCED, Figures, adherence, profile_tables
-from orchestra_ray.report_plots import POLICY, accuracy_cost_plot, tool_share_plot, training_curves_plot
-from orchestra_ray.task import FRAMES
+from orchestra_ray.reports.document import Heading, Image, Paragraph, Table, to_html, to_markdown
+from orchestra_ray.reports.figures import BALANCED, Figures, adherence, profile_tables
+from orchestra_ray.reports.plots import POLICY, accuracy_cost_plot, tool_share_plot, training_curves_plot
+from orchestra_ray.families.task import FRAMES
 
 TRAJECTORIES = "trajectories"
 PLOTS = {"pareto": "pareto.png", "tool_share": "tool_share.png", "training_curves": "training_curves.png"}

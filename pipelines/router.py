@@ -1,6 +1,6 @@
 """A learned non-LLM router, trained with RLlib PPO: the conventional RL baseline the LLM
 orchestrator is compared against. It sees a question's embedding and the preference vector P and
-picks one expert slot in a single step (orchestra_ray/router_env.py); it is judged by the same
+picks one expert slot in a single step (orchestra_ray/reports/router_env.py); it is judged by the same
 anchored orchestration reward as the orchestrator.
 
 Layout of `out_dir`: `router.json` (slots, metric order, feature size), `rl_module/` (the RLlib
@@ -16,8 +16,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from orchestra_ray.preferences import metric_names
-from orchestra_ray.router_env import RoutingDataError, RoutingEnv, check_features, check_preferences, observation
+from orchestra_ray.grpo.preferences import metric_names
+from orchestra_ray.reports.router_env import RoutingDataError, RoutingEnv, check_features, check_preferences, observation
 
 ROUTER_FILE = "router.json"
 MODULE_DIR = "rl_module"

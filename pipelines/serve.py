@@ -1,5 +1,5 @@
 """`orchestra-ray serve CHECKPOINT`: a checkpoint's policy and its tool zoo as a Ray Serve
-application with an OpenAI-compatible API (see orchestra_ray/serve_api.py for the request fields).
+application with an OpenAI-compatible API (see orchestra_ray/serving/api.py for the request fields).
 
 The experts are the run's own expert actors (replay, OpenAI-compatible endpoints or models on Serve,
 as the config says), the toolset and episode limits are those of the run's rollout workers, and
@@ -18,13 +18,14 @@ from ray import serve
 
 from actors.experts import start_experts
 from actors.orchestrator_serve import PolicySpec, orchestrator_application
-from orchestra_ray.config import ConfigError, OrchestraConfig
-from orchestra_ray.episode import BASIC_TOOLS, EpisodeLimits
-from orchestra_ray.frames import load_questions
-from orchestra_ray.preferences import PreferenceError, profile_vector
-from orchestra_ray.serve_api import ApiSpec
-from orchestra_ray.serving_config import ServingConfig, load_serving_config, split_overrides
-from orchestra_ray.task import FRAMES
+from orchestra_ray.config import OrchestraConfig
+from orchestra_ray.errors import ConfigError
+from orchestra_ray.rollout.episode import BASIC_TOOLS, EpisodeLimits
+from orchestra_ray.families.frames import load_questions
+from orchestra_ray.grpo.preferences import PreferenceError, profile_vector
+from orchestra_ray.serving.api import ApiSpec
+from orchestra_ray.serving.config import ServingConfig, load_serving_config, split_overrides
+from orchestra_ray.families.task import FRAMES
 from pipelines.eval import eval_config, resolve_checkpoint
 from pipelines.families import load_families
 from pipelines.zoo import load_zoo

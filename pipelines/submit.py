@@ -17,7 +17,7 @@ import sys
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, TextIO, Tuple
 
-from orchestra_ray.config import OrchestraConfig, load_config
+from orchestra_ray.config import OrchestraConfig, load_config, relative_paths
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,21 +44,7 @@ def default_address() -> str:
 # ------------------------------------------------------------------------------------- the job
 def path_overrides(cfg: OrchestraConfig) -> List[str]:
     """`key=/absolute/path` for every path key whose value is relative to this machine's directory."""
-    t, p = cfg.tools, cfg.policy
-    paths: List[Tuple[str, str]] = [
-        ("run.root", cfg.run.root), ("data.path", cfg.data.path), ("policy.cache_dir", p.cache_dir),
-        ("tools.search.corpus", t.search.corpus), ("tools.search.cache_dir", t.search.cache_dir),
-        ("tools.sandbox.python", t.sandbox.python),
-    ]
-    if os.sep in t.sandbox.bwrap:  # a bare name is looked up on PATH
-        paths.append(("tools.sandbox.bwrap", t.sandbox.bwrap))
-    # Model fields hold a hub id or a local path; only a path that exists here is a path.
-    if p.model != "tiny" and os.path.exists(p.model):
-        paths.append(("policy.model", p.model))
-    for i, e in enumerate(cfg.zoo.experts):
-        if e.backend == "serve" and e.model and os.path.exists(e.model):
-            paths.append((f"zoo.experts.{i}.model", e.model))
-    return [f"{key}={os.path.abspath(value)}" for key, value in paths if value and not os.path.isabs(value)]
+    return [f"{key}={value}" for key, value in relative_paths(cfg).items()]
 
 
 def _job_config_arg(config_path: str) -> str:

@@ -38,21 +38,22 @@ from actors.rollout_worker import RolloutSpec, RolloutWorker
 from actors.search_tool import start_search_actor
 from actors.weight_transport import WeightStore
 from orchestra_ray import checkpoint as ckpt
-from orchestra_ray.advantages import FilterCounts, advantages_with_filters
-from orchestra_ray.chat import ChatFormat, user_message
-from orchestra_ray.config import ConfigError, OrchestraConfig
-from orchestra_ray.demos import listed_choice, relay_demo, scripted_demo
-from orchestra_ray.domains.call_match import summarise_call_match
-from orchestra_ray.episode import EpisodeLimits
-from orchestra_ray.evaluation import (anchor_metrics, compare_outcomes, episode_outcomes, paired_bootstrap, per_question_reward,
+from orchestra_ray.grpo.advantages import FilterCounts, advantages_with_filters
+from orchestra_ray.rollout.chat import ChatFormat, user_message
+from orchestra_ray.config import OrchestraConfig
+from orchestra_ray.errors import ConfigError
+from orchestra_ray.families.demos import listed_choice, relay_demo, scripted_demo
+from orchestra_ray.families.domains.call_match import summarise_call_match
+from orchestra_ray.rollout.episode import EpisodeLimits
+from orchestra_ray.reports.evaluation import (anchor_metrics, compare_outcomes, episode_outcomes, paired_bootstrap, per_question_reward,
                                       score_records, summarise, summarise_families)
-from orchestra_ray.failures import INFRASTRUCTURE
-from orchestra_ray.ledger import StepLedger
-from orchestra_ray.preferences import COST, LATENCY, OUTCOME
-from orchestra_ray.reward import orchestration_reward
-from orchestra_ray.staleness import within_bound
-from orchestra_ray.task import ARITHMETIC, DOMAIN, FRAMES, MixedTaskSampler, Task, demo_tasks, eval_tasks
-from orchestra_ray.trajectory import trajectory_rows
+from orchestra_ray.rollout.failures import INFRASTRUCTURE
+from orchestra_ray.grpo.ledger import StepLedger
+from orchestra_ray.grpo.preferences import COST, LATENCY, OUTCOME
+from orchestra_ray.grpo.reward import orchestration_reward
+from orchestra_ray.grpo.staleness import within_bound
+from orchestra_ray.families.task import ARITHMETIC, DOMAIN, FRAMES, MixedTaskSampler, Task, demo_tasks, eval_tasks
+from orchestra_ray.rollout.trajectory import trajectory_rows
 from pipelines.cluster import dashboard_url
 from pipelines.families import Families, load_families
 from pipelines.progress import Progress
@@ -299,7 +300,7 @@ class Trainer:
                           "mean": sum(g["staleness"] for g in kept) / len(kept) if kept else 0.0},
             "learn_s": t_learn,
             "filters": counts.as_dict(),
-            # Failed tool and expert calls by whose fault they were (orchestra_ray.failures).
+            # Failed tool and expert calls by whose fault they were (orchestra_ray.rollout.failures).
             "tool_failures": {kind: sum(1 for g in records for c in g["tool_calls"] if c.get("error_kind") == kind)
                               for kind in ("infrastructure", "data")},
             "cost_by_profile": _mean_by(records, "preference_profile", lambda g: g["metrics"][COST]),

@@ -8,17 +8,18 @@ import statistics
 from dataclasses import dataclass
 from typing import Dict, List
 
-from orchestra_ray.chat import IM_END, IM_START, SlotCard, system_prompt, tool_call_text, tool_exchange, user_message
-from orchestra_ray.config import ConfigError, OrchestraConfig
-from orchestra_ray.domains.database import Database
-from orchestra_ray.domains.environment import compact_json
-from orchestra_ray.domains.lookups import lookup_calls
-from orchestra_ray.experts import ReplayExpert
-from orchestra_ray.frames import Question, load_questions, load_responses, split_questions
-from orchestra_ray.preferences import profile_names, profile_vector
-from orchestra_ray.pricing import PriceTable
-from orchestra_ray.tiny_model import tiny_policy_path
-from orchestra_ray.tools import expert_tools
+from orchestra_ray.rollout.chat import IM_END, IM_START, SlotCard, system_prompt, tool_call_text, tool_exchange, user_message
+from orchestra_ray.config import OrchestraConfig
+from orchestra_ray.errors import ConfigError
+from orchestra_ray.families.domains.database import Database
+from orchestra_ray.families.domains.environment import compact_json
+from orchestra_ray.families.domains.lookups import lookup_calls
+from orchestra_ray.experts.base import ReplayExpert
+from orchestra_ray.families.frames import Question, load_questions, load_responses, split_questions
+from orchestra_ray.grpo.preferences import profile_names, profile_vector
+from orchestra_ray.experts.pricing import PriceTable
+from orchestra_ray.policy.tiny_model import tiny_policy_path
+from orchestra_ray.tools.spec import expert_tools
 
 
 @dataclass

@@ -10,7 +10,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def frames_path() -> str:
-    return os.environ.get("ORCHESTRA_RAY_FRAMES") or os.path.join(REPO, "..", "shared", "data", "frames_replay")
+    from orchestra_ray.config import FRAMES_DATA
+
+    return os.environ.get("ORCHESTRA_RAY_FRAMES") or FRAMES_DATA
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from orchestra_ray.advantages import FilterCounts, advantages_with_filters, grouped_advantages
+from orchestra_ray.grpo.advantages import FilterCounts, advantages_with_filters, grouped_advantages
 
 
 def test_grpo_advantages_match_hand_computation_population_std():

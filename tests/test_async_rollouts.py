@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestra_ray.config import load_config
-from orchestra_ray.task import TaskSampler
+from orchestra_ray.families.task import TaskSampler
 from pipelines.cli import main
 from pipelines.zoo import load_zoo
 

@@ -12,8 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from orchestra_ray.config import ConfigError, load_config
-from orchestra_ray.frames import QUESTIONS_FILE, RESPONSES_FILE, DataError, load_questions, load_responses, split_questions
+from orchestra_ray.config import load_config
+from orchestra_ray.errors import ConfigError
+from orchestra_ray.families.frames import QUESTIONS_FILE, RESPONSES_FILE, load_questions, load_responses, split_questions
+from orchestra_ray.errors import DataError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(REPO_ROOT, "pipelines", "configs", "quickstart.yaml")

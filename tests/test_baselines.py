@@ -2,10 +2,10 @@
 
 import pytest
 
-from orchestra_ray.baselines import (Answer, baseline_records, best_cascade, cascade_asked, cheapest_slot, oracle_slot,
+from orchestra_ray.reports.baselines import (Answer, baseline_records, best_cascade, cascade_asked, cheapest_slot, oracle_slot,
                                      plan_baselines, strongest_slot)
-from orchestra_ray.preferences import COST, LATENCY, OUTCOME, calls_metric, profile_vector
-from orchestra_ray.trajectory import trajectory_rows
+from orchestra_ray.grpo.preferences import COST, LATENCY, OUTCOME, calls_metric, profile_vector
+from orchestra_ray.rollout.trajectory import trajectory_rows
 
 SLOTS = ["cheap", "big", "wrong"]
 

@@ -27,10 +27,10 @@ def read_bench(root, name):
 
 
 def test_tied_embeddings_travel_once_and_reach_the_receiver(cluster):
-    from actors.weight_sync_bench import random_model
+    from pipelines.bench.weight_sync_actors import random_model
     from actors.weight_transport import WeightStore, publish_model, pull_if_newer, state_to_numpy
-    from orchestra_ray.engine import HFEngine
-    from pipelines.bench_weight_sync import TINY, qwen3_config
+    from orchestra_ray.policy.engine import HFEngine
+    from pipelines.bench.weight_sync import TINY, qwen3_config
 
     config = qwen3_config(TINY)
     sender = random_model(config, seed=0)
@@ -61,7 +61,7 @@ def test_tied_embeddings_travel_once_and_reach_the_receiver(cluster):
 
 
 def test_weight_sync_bench_reports_sync_copy_and_ratio(cluster, tmp_path, capsys):
-    from pipelines import bench_weight_sync
+    from pipelines.bench import weight_sync as bench_weight_sync
 
     bench_weight_sync.SIZES["tiny"] = bench_weight_sync.TINY
     try:
@@ -121,14 +121,14 @@ def test_breakdown_bench_shares_cover_the_step(cluster, tmp_path, frames_dir):
 
 
 def test_trl_bench_runs_trl_and_both_modes_on_the_same_work(cluster, tmp_path, frames_dir):
-    from orchestra_ray.chat import ChatFormat, tool_call_text
+    from orchestra_ray.rollout.chat import ChatFormat, tool_call_text
     from orchestra_ray.config import load_config
-    from orchestra_ray.episode import EpisodeLimits
-    from orchestra_ray.experts import ExpertRequest
-    from orchestra_ray.preferences import COST, LATENCY, OUTCOME, calls_metric
-    from orchestra_ray.reward import orchestration_reward
-    from orchestra_ray.task import TaskSampler
-    from pipelines.bench_trl import routing_overrides, routing_rewards
+    from orchestra_ray.rollout.episode import EpisodeLimits
+    from orchestra_ray.experts.base import ExpertRequest
+    from orchestra_ray.grpo.preferences import COST, LATENCY, OUTCOME, calls_metric
+    from orchestra_ray.grpo.reward import orchestration_reward
+    from orchestra_ray.families.task import TaskSampler
+    from pipelines.bench.trl_grpo import routing_overrides, routing_rewards
     from pipelines.cli import _config_path
     from pipelines.families import load_families
     from pipelines.zoo import load_zoo
@@ -171,9 +171,9 @@ def test_trl_bench_runs_trl_and_both_modes_on_the_same_work(cluster, tmp_path, f
 
 
 def test_learner_parameters_live_in_the_buffer_that_is_published():
-    from actors.weight_sync_bench import random_model
+    from pipelines.bench.weight_sync_actors import random_model
     from actors.weight_transport import flatten_parameters, pack_state, state_to_numpy, unpack_state
-    from pipelines.bench_weight_sync import TINY, qwen3_config
+    from pipelines.bench.weight_sync import TINY, qwen3_config
 
     model = random_model(qwen3_config(TINY), seed=0)
     before = {k: v.copy() for k, v in state_to_numpy(model).items()}
@@ -201,9 +201,9 @@ def test_learner_parameters_live_in_the_buffer_that_is_published():
 
 
 def test_a_model_not_in_float32_is_packed_not_flattened():
-    from actors.weight_sync_bench import random_model
+    from pipelines.bench.weight_sync_actors import random_model
     from actors.weight_transport import flatten_parameters, pack_state, state_to_numpy, unpack_state
-    from pipelines.bench_weight_sync import TINY, qwen3_config
+    from pipelines.bench.weight_sync import TINY, qwen3_config
 
     model = random_model(qwen3_config(TINY), seed=0).to(torch.bfloat16)
     ptr = model.lm_head.weight.data_ptr()

@@ -2,7 +2,7 @@
 
 import json
 
-from orchestra_ray.domains.call_match import call_match, summarise_call_match
+from orchestra_ray.families.domains.call_match import call_match, summarise_call_match
 
 GOLD = [("cancel_reservation", {"reservation_id": "R6991"}),
         ("book_flight", {"customer_id": "C9711", "flight_no": "OR590", "passengers": 2}),

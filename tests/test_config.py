@@ -7,13 +7,12 @@ import sys
 
 import pytest
 
-from orchestra_ray.config import ConfigError, OrchestraConfig, load_config
+from orchestra_ray.config import FRAMES_DATA, OrchestraConfig, load_config
+from orchestra_ray.errors import ConfigError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(REPO_ROOT, "pipelines", "configs", "quickstart.yaml")
-FRAMES = os.environ.get("ORCHESTRA_RAY_FRAMES") or os.path.normpath(
-    os.path.join(REPO_ROOT, "..", "shared", "data", "frames_replay")
-)
+FRAMES = os.environ.get("ORCHESTRA_RAY_FRAMES") or FRAMES_DATA
 DATA = f"data.path={FRAMES}"
 
 

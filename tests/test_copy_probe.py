@@ -7,12 +7,12 @@ import os
 
 import pytest
 
-from orchestra_ray.chat import ChatFormat, user_message
+from orchestra_ray.rollout.chat import ChatFormat, user_message
 from orchestra_ray.config import load_config
-from orchestra_ray.copy_probe import CALL_TO_RESULT, REQUEST_TO_CALL, CopyProbe, copied, copy_probes, copy_rates
-from orchestra_ray.demos import scripted_demo
-from orchestra_ray.task import DOMAIN, eval_tasks
-from orchestra_ray.tiny_model import train_tokenizer
+from orchestra_ray.families.copy_probe import CALL_TO_RESULT, REQUEST_TO_CALL, CopyProbe, copied, copy_probes, copy_rates
+from orchestra_ray.families.demos import scripted_demo
+from orchestra_ray.families.task import DOMAIN, eval_tasks
+from orchestra_ray.policy.tiny_model import train_tokenizer
 from pipelines.cli import main
 from pipelines.families import load_families
 from pipelines.zoo import added_tokens, load_zoo, tokenizer_corpus

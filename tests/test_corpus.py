@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestra_ray.corpus import Document, load_corpus
-from orchestra_ray.frames import DataError
+from orchestra_ray.tools.corpus import Document, load_corpus
+from orchestra_ray.errors import DataError
 from search_corpus import DOCS, write_jsonl, write_parquet
 
 

@@ -9,9 +9,9 @@ import random
 
 import pytest
 
-from orchestra_ray.chat import SlotCard
-from orchestra_ray.demos import listed_choice, listed_scores
-from orchestra_ray.preferences import profile_vector
+from orchestra_ray.rollout.chat import SlotCard
+from orchestra_ray.families.demos import listed_choice, listed_scores
+from orchestra_ray.grpo.preferences import profile_vector
 
 # The quickstart zoo's listing: price per million input / output tokens, typical latency.
 CARDS = [

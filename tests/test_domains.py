@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from orchestra_ray.domains import (
+from orchestra_ray.families.domains import (
     DOMAIN_NAMES,
     Action,
     Domain,
@@ -24,9 +24,9 @@ from orchestra_ray.domains import (
     verify,
     write_tau2_tasks,
 )
-from orchestra_ray.domains.database import Database
-from orchestra_ray.domains.tasks import draft_task
-from orchestra_ray.frames import DataError
+from orchestra_ray.families.domains.database import Database
+from orchestra_ray.families.domains.tasks import draft_task
+from orchestra_ray.errors import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASKS_PER_DOMAIN = 120
@@ -120,7 +120,7 @@ def test_generation_is_deterministic_for_a_seed(generated):
     assert other_domains["bank"].initial_hash() != domains["bank"].initial_hash()
     assert [t.instruction for t in other_tasks["retail"]] != [t.instruction for t in tasks["retail"]]
     # Another process, with other string hashing, builds the same databases and tasks.
-    script = ("import json; from orchestra_ray.domains import generate_domains, gold_hash; d, t, _ = generate_domains(0, 30); "
+    script = ("import json; from orchestra_ray.families.domains import generate_domains, gold_hash; d, t, _ = generate_domains(0, 30); "
               "print(json.dumps({n: [d[n].initial_hash(), [[x.task_id, x.instruction, gold_hash(d[n], x)] for x in t[n]]] for n in d}))")
     for hash_seed in ("1", "2"):
         proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,

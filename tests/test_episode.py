@@ -4,16 +4,16 @@ experts are the real replay experts on the FRAMES data."""
 
 import pytest
 
-from orchestra_ray.chat import ChatFormat, tool_call_text
-from orchestra_ray.engine import Generation
-from orchestra_ray.episode import EpisodeLimits, new_episodes, run_episodes
-from orchestra_ray.experts import ExpertError, ReplayExpert
-from orchestra_ray.frames import load_questions, load_responses
-from orchestra_ray.preferences import profile_vector
-from orchestra_ray.pricing import ExpertPrice, PriceTable
-from orchestra_ray.task import Task
-from orchestra_ray.tiny_model import train_tokenizer
-from orchestra_ray.tools import expert_tools
+from orchestra_ray.rollout.chat import ChatFormat, tool_call_text
+from orchestra_ray.policy.engine import Generation
+from orchestra_ray.rollout.episode import EpisodeLimits, new_episodes, run_episodes
+from orchestra_ray.experts.base import ExpertError, ReplayExpert
+from orchestra_ray.families.frames import load_questions, load_responses
+from orchestra_ray.grpo.preferences import profile_vector
+from orchestra_ray.experts.pricing import ExpertPrice, PriceTable
+from orchestra_ray.families.task import Task
+from orchestra_ray.policy.tiny_model import train_tokenizer
+from orchestra_ray.tools.spec import expert_tools
 
 SLOTS = {"strong": "claude-sonnet4_budget4096", "cheap": "grok-3-mini_low_effort"}
 
@@ -123,7 +123,7 @@ class LiveLikeExpert:
         self.text = text
 
     def respond(self, request):
-        from orchestra_ray.experts import ExpertResponse
+        from orchestra_ray.experts.base import ExpertResponse
 
         return ExpertResponse("cheap", self.text, 10, 2, 1e-6, 0.1, grade=None)
 

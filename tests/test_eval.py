@@ -9,8 +9,8 @@ import re
 import pyarrow.parquet as pq
 import pytest
 
-from orchestra_ray.report_figures import bootstrap_interval
-from orchestra_ray.reward import anchored_reward
+from orchestra_ray.reports.figures import bootstrap_interval
+from orchestra_ray.grpo.reward import anchored_reward
 from pipelines.cli import main
 
 PROFILES = ["balanced", "cost-first", "accuracy-first"]

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from starlette.responses import JSONResponse
 
-from orchestra_ray.frames import load_questions
+from orchestra_ray.families.frames import load_questions
 from pipelines.cli import main
 
 from loopback_server import chat_server

@@ -12,9 +12,10 @@ import ray
 from starlette.responses import JSONResponse
 
 from actors.experts import make_expert, start_experts
-from orchestra_ray.config import ConfigError, ExpertSlotConfig, load_config
-from orchestra_ray.experts import ExpertError, ExpertRequest, ExpertResponse
-from orchestra_ray.pricing import ExpertPrice
+from orchestra_ray.config import ExpertSlotConfig, load_config
+from orchestra_ray.errors import ConfigError
+from orchestra_ray.experts.base import ExpertError, ExpertRequest, ExpertResponse
+from orchestra_ray.experts.pricing import ExpertPrice
 
 from loopback_server import chat_server
 

@@ -3,10 +3,10 @@ judging, the arithmetic generator's gold answers, and the per-family evaluation 
 
 import pytest
 
-from orchestra_ray.arithmetic import generate_arithmetic
-from orchestra_ray.evaluation import score_records, summarise_families, tool_share
-from orchestra_ray.grading import judge_number
-from orchestra_ray.task import ARITHMETIC, DOMAIN, FRAMES, MixedTaskSampler, Problem
+from orchestra_ray.families.arithmetic import generate_arithmetic
+from orchestra_ray.reports.evaluation import score_records, summarise_families, tool_share
+from orchestra_ray.families.grading import judge_number
+from orchestra_ray.families.task import ARITHMETIC, DOMAIN, FRAMES, MixedTaskSampler, Problem
 
 SLOTS = ["a", "b"]
 

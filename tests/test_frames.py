@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestra_ray.frames import (
+from orchestra_ray.config import FRAMES_DATA
+from orchestra_ray.families.frames import (
     QUESTIONS_FILE,
     RESPONSES_FILE,
     DataError,
@@ -20,12 +21,10 @@ from orchestra_ray.frames import (
     load_responses,
     split_questions,
 )
-from orchestra_ray.grading import judge_free_text, normalise_answer
+from orchestra_ray.families.grading import judge_free_text, normalise_answer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FRAMES = os.environ.get("ORCHESTRA_RAY_FRAMES") or os.path.normpath(
-    os.path.join(REPO_ROOT, "..", "shared", "data", "frames_replay")
-)
+FRAMES = os.environ.get("ORCHESTRA_RAY_FRAMES") or FRAMES_DATA
 ARMS = ["claude-sonnet4_budget4096", "gpt-5-mini_medium_effort", "grok-3-mini_low_effort", "Qwen3-8B_no_think"]
 
 

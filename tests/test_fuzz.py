@@ -19,22 +19,22 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import pyarrow.parquet as pq
 import pytest
 
-from orchestra_ray.chat import IM_END, IM_START, TOOL_RESPONSE_CLOSE, TOOL_RESPONSE_OPEN, ChatFormat, tool_call_text
+from orchestra_ray.rollout.chat import IM_END, IM_START, TOOL_RESPONSE_CLOSE, TOOL_RESPONSE_OPEN, ChatFormat, tool_call_text
 from orchestra_ray.config import load_config
-from orchestra_ray.domains import DomainToolError
-from orchestra_ray.domains.database import Database
-from orchestra_ray.engine import Generation
-from orchestra_ray.episode import EpisodeLimits, ToolOutcome, episode_record, new_episodes, run_episodes
-from orchestra_ray.experts import ExpertError
-from orchestra_ray.failures import DATA
-from orchestra_ray.parsing import FormatError, ParseResult, parse_tool_calls
-from orchestra_ray.preferences import profile_vector
-from orchestra_ray.sandbox import CodeResult, SandboxConfig, run_code
-from orchestra_ray.search import SearchConfig, build_index, format_hits
-from orchestra_ray.task import ARITHMETIC, DOMAIN, FRAMES, make_task
-from orchestra_ray.tiny_model import train_tokenizer
-from orchestra_ray.tools import ToolSpec, validate_arguments
-from orchestra_ray.trajectory import trajectory_rows
+from orchestra_ray.families.domains import DomainToolError
+from orchestra_ray.families.domains.database import Database
+from orchestra_ray.policy.engine import Generation
+from orchestra_ray.rollout.episode import EpisodeLimits, ToolOutcome, episode_record, new_episodes, run_episodes
+from orchestra_ray.experts.base import ExpertError
+from orchestra_ray.rollout.failures import DATA
+from orchestra_ray.rollout.parsing import FormatError, ParseResult, parse_tool_calls
+from orchestra_ray.grpo.preferences import profile_vector
+from orchestra_ray.tools.sandbox import CodeResult, SandboxConfig, run_code
+from orchestra_ray.tools.search import SearchConfig, build_index, format_hits
+from orchestra_ray.families.task import ARITHMETIC, DOMAIN, FRAMES, make_task
+from orchestra_ray.policy.tiny_model import train_tokenizer
+from orchestra_ray.tools.spec import ToolSpec, validate_arguments
+from orchestra_ray.rollout.trajectory import trajectory_rows
 from search_corpus import write_corpus
 
 SEED = 20240611
@@ -467,7 +467,7 @@ def test_malformed_categories_are_refused(world, corpus_of_outputs):
     '<tool_call>{"name": "answer", "arguments": {"text": "ok\\udfff"}}</tool_call>',
 ])
 def test_lone_surrogate_in_an_argument_is_a_bad_argument(text):
-    from orchestra_ray.tools import text_answer_tool
+    from orchestra_ray.tools.spec import text_answer_tool
 
     res = parse_tool_calls(text, [text_answer_tool("answer")])
     assert not res.ok and res.error.kind == "bad_arguments"
@@ -475,7 +475,7 @@ def test_lone_surrogate_in_an_argument_is_a_bad_argument(text):
 
 
 def test_think_blocks_are_stripped_in_linear_time():
-    from orchestra_ray.tools import text_answer_tool
+    from orchestra_ray.tools.spec import text_answer_tool
 
     t0 = time.monotonic()
     res = parse_tool_calls("<think>" * 300_000, [text_answer_tool("answer")], max_chars=4 << 20)
@@ -483,7 +483,7 @@ def test_think_blocks_are_stripped_in_linear_time():
 
 
 def test_integer_bounds_of_a_tool_are_checked():
-    from orchestra_ray.tools import search_tool
+    from orchestra_ray.tools.spec import search_tool
 
     for k in (0, -3):
         text = f'<tool_call>{{"name": "search", "arguments": {{"query": "x", "k": {k}}}}}</tool_call>'

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from orchestra_ray.domains import generate_domains
-from orchestra_ray.domains.lookups import lookup_calls
+from orchestra_ray.families.domains import generate_domains
+from orchestra_ray.families.domains.lookups import lookup_calls
 
 
 @pytest.fixture(scope="module")

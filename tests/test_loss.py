@@ -9,7 +9,7 @@ from collections import defaultdict
 import pytest
 import torch
 
-from orchestra_ray.loss import masked_token_mean, policy_loss, sft_loss, token_logprobs
+from orchestra_ray.grpo.loss import masked_token_mean, policy_loss, sft_loss, token_logprobs
 
 CLIP_LOW, CLIP_HIGH = 0.2, 0.28
 

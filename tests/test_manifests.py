@@ -1,7 +1,6 @@
 """KubeRay manifests in clusters/kuberay: schema, rendering and agreement with the training run.
 
-Ray resources are checked against the KubeRay CRDs' v1 schemas (../shared/k8s/crds, or
-$ORCHESTRA_RAY_SHARED/k8s/crds) the way an API server with strict field validation would: unknown
+Ray resources are checked against the KubeRay CRDs' v1 schemas (tests/data/kuberay_crds, copied from KubeRay) the way an API server with strict field validation would: unknown
 fields are errors. Each overlay is rendered with `kubectl kustomize` when kubectl is installed, else
 read as the files its kustomizations list. The cluster each RayJob runs on is then read by Ray's own
 KubeRay autoscaler code, so the custom resources, CPUs and GPUs compared with the run's config are
@@ -25,7 +24,8 @@ import pytest
 import yaml
 from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
 
-from orchestra_ray.config import ConfigError, OrchestraConfig, load_config
+from orchestra_ray.config import OrchestraConfig, load_config
+from orchestra_ray.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 KUBERAY = REPO / "clusters" / "kuberay"
@@ -40,10 +40,6 @@ SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_./:=@+-]+$")
 
 
 # ---- loading ------------------------------------------------------------------------------------
-def shared_dir() -> Path:
-    return Path(os.environ.get("ORCHESTRA_RAY_SHARED") or REPO.parent / "shared")
-
-
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are 60,000 lines
 
 
@@ -91,8 +87,8 @@ StrictValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, 
 
 @pytest.fixture(scope="module")
 def validators() -> Dict[str, jsonschema.protocols.Validator]:
-    crds = shared_dir() / "k8s" / "crds"
-    assert crds.is_dir(), f"KubeRay CRDs not found at {crds} (set ORCHESTRA_RAY_SHARED to the shared directory)"
+    crds = REPO / "tests" / "data" / "kuberay_crds"
+    assert crds.is_dir(), f"KubeRay CRDs not found at {crds}"
     out = {}
     for kind, name in CRD_FILES.items():
         crd = yaml_docs(crds / name)[0]

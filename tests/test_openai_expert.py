@@ -7,10 +7,10 @@ import time
 import pytest
 from starlette.responses import JSONResponse
 
-from orchestra_ray.experts import ExpertError, ExpertRequest
-from orchestra_ray.config import ConfigError
-from orchestra_ray.openai_expert import OpenAIExpert, token_limit_param
-from orchestra_ray.pricing import ExpertPrice, PriceTable
+from orchestra_ray.experts.base import ExpertError, ExpertRequest
+from orchestra_ray.errors import ConfigError
+from orchestra_ray.experts.openai_expert import OpenAIExpert, token_limit_param
+from orchestra_ray.experts.pricing import ExpertPrice, PriceTable
 
 from loopback_server import chat_server
 

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from orchestra_ray.parsing import FormatError, ParseResult, ToolCall, parse_tool_calls
-from orchestra_ray.tools import expert_tools, validate_arguments
+from orchestra_ray.rollout.parsing import FormatError, ParseResult, ToolCall, parse_tool_calls
+from orchestra_ray.tools.spec import expert_tools, validate_arguments
 
 SLOTS = ["claude-sonnet-4", "gpt-5-mini", "grok-3-mini", "qwen3-8b"]
 TOOLS = expert_tools(SLOTS)

@@ -3,7 +3,7 @@ gradients, on a real (tiny, random) Qwen3 model; plain torch, no Ray."""
 
 import torch
 
-from orchestra_ray.policy_update import reference_logprobs, sequence_logprobs
+from orchestra_ray.grpo.policy_update import reference_logprobs, sequence_logprobs
 
 
 def tiny_qwen3(seed=0):

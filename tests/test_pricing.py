@@ -12,10 +12,11 @@ import textwrap
 
 import pytest
 
-from orchestra_ray.config import ConfigError, ExpertSlotConfig, load_config
-from orchestra_ray.experts import ExpertRequest
-from orchestra_ray.frames import load_responses
-from orchestra_ray.pricing import PriceTable, library_price, slot_price
+from orchestra_ray.config import ExpertSlotConfig, load_config
+from orchestra_ray.errors import ConfigError
+from orchestra_ray.experts.base import ExpertRequest
+from orchestra_ray.families.frames import load_responses
+from orchestra_ray.experts.pricing import PriceTable, library_price, slot_price
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(REPO, "pipelines", "configs", "quickstart.yaml")
@@ -71,7 +72,7 @@ def test_price_list_needs_no_network():
         """
         import json, socket
         from orchestra_ray.config import ExpertSlotConfig
-        from orchestra_ray.pricing import slot_price
+        from orchestra_ray.experts.pricing import slot_price
         try:
             socket.create_connection(("pypi.org", 443), timeout=3)
             online = True

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from orchestra_ray.baselines import Answer, baseline_records, plan_baselines
-from orchestra_ray.preferences import profile_vector
-from orchestra_ray.report_figures import adherence, bootstrap_interval, profile_tables
-from orchestra_ray.report_plots import accuracy_cost_plot, pareto_frontier, tool_share_plot, training_curves_plot
+from orchestra_ray.reports.baselines import Answer, baseline_records, plan_baselines
+from orchestra_ray.grpo.preferences import profile_vector
+from orchestra_ray.reports.figures import adherence, bootstrap_interval, profile_tables
+from orchestra_ray.reports.plots import accuracy_cost_plot, pareto_frontier, tool_share_plot, training_curves_plot
 
 SLOTS = ["a", "b"]
 

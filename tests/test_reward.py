@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from orchestra_ray.preferences import (
+from orchestra_ray.grpo.preferences import (
     COST,
     LATENCY,
     OUTCOME,
@@ -15,7 +15,7 @@ from orchestra_ray.preferences import (
     profile_names,
     profile_vector,
 )
-from orchestra_ray.reward import anchored_reward, normalised_metrics, orchestration_reward
+from orchestra_ray.grpo.reward import anchored_reward, normalised_metrics, orchestration_reward
 
 SLOTS = ["big", "mid", "small"]
 

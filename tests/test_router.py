@@ -12,9 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from orchestra_ray.preferences import metric_names
-from orchestra_ray.reward import anchored_reward
-from orchestra_ray.router_env import RoutingEnv
+from orchestra_ray.grpo.preferences import metric_names
+from orchestra_ray.grpo.reward import anchored_reward
+from orchestra_ray.reports.router_env import RoutingEnv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLOTS = ["cheap", "fast", "expert"]

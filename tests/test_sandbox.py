@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from orchestra_ray.sandbox import (CodePoolConfig, CodeResult, SandboxConfig, SandboxUnavailable, check_sandbox,
+from orchestra_ray.tools.sandbox import (CodePoolConfig, CodeResult, SandboxConfig, SandboxUnavailable, check_sandbox,
                                    remove_stale_workspaces, run_code, validate_sandbox_config)
 
 FAST = SandboxConfig(timeout_s=3.0, cpu_seconds=2)

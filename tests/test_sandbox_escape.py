@@ -23,8 +23,8 @@ import pytest
 import ray
 
 from actors.code_interpreter import start_code_pool
-from orchestra_ray.bwrap import SANDBOX_UID_BASE
-from orchestra_ray.sandbox import CodePoolConfig, SandboxConfig, run_code
+from orchestra_ray.tools.bwrap import SANDBOX_UID_BASE
+from orchestra_ray.tools.sandbox import CodePoolConfig, SandboxConfig, run_code
 
 SANDBOX = SandboxConfig(timeout_s=3.0, cpu_seconds=2, memory_mb=512, max_processes=32, max_output_chars=2000)
 UNSAFE = dataclasses.replace(SANDBOX, mode="none")
@@ -72,7 +72,7 @@ def processes_of(uid: int):
 
 def assert_nothing_left_running(res):
     """No process of the call is left on the host. The program printed its uid first; as root that
-    uid is the call's own (see orchestra_ray/bwrap.py), unprivileged it is ours and tells nothing."""
+    uid is the call's own (see orchestra_ray/tools/bwrap.py), unprivileged it is ours and tells nothing."""
     uid = int(res.stdout.split()[0])
     if os.geteuid() != 0:
         return

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from orchestra_ray.search import (
+from orchestra_ray.tools.search import (
     FAISS_FILE, IDS_FILE, META_FILE, BM25Index, DenseIndex, SearchConfig, SearchHit, build_index, check_query,
     format_hits, read_meta, tokenize, validate_search_config,
 )

@@ -17,10 +17,11 @@ from ray.serve.schema import ServeInstanceDetails
 
 from actors.experts import HEAD_NODE_RESOURCE, ExpertActor, start_experts
 from actors.serve_expert import deploy_chat_model
-from orchestra_ray.config import ConfigError, ServeConfig, TinyModelConfig, load_config
-from orchestra_ray.experts import ExpertError, ExpertRequest, ExpertResponse
-from orchestra_ray.pricing import PriceTable
-from orchestra_ray.tiny_model import build_tiny_policy
+from orchestra_ray.config import ServeConfig, TinyModelConfig, load_config
+from orchestra_ray.errors import ConfigError
+from orchestra_ray.experts.base import ExpertError, ExpertRequest, ExpertResponse
+from orchestra_ray.experts.pricing import PriceTable
+from orchestra_ray.policy.tiny_model import build_tiny_policy
 
 SLOT = "tiny-chat"
 CONTEXT = 256  # the tiny model's context: small, so an over-long prompt is cheap to send

@@ -16,7 +16,7 @@ import openai
 import pytest
 import ray
 
-from orchestra_ray.experts import ExpertRequest
+from orchestra_ray.experts.base import ExpertRequest
 from pipelines.cli import main
 from pipelines.serve import serving_config, start_serving
 from pipelines.zoo import load_zoo

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orchestra_ray.staleness import StalenessError, staleness, within_bound
+from orchestra_ray.grpo.staleness import StalenessError, staleness, within_bound
 from pipelines.rollout_ahead import Collected, RolloutAhead
 
 

@@ -4,8 +4,8 @@ with a bootstrap interval over tasks."""
 
 import pytest
 
-from orchestra_ray.evaluation import compare_outcomes, episode_outcomes
-from orchestra_ray.task import DOMAIN, FRAMES
+from orchestra_ray.reports.evaluation import compare_outcomes, episode_outcomes
+from orchestra_ray.families.task import DOMAIN, FRAMES
 from pipelines.progress import format_summary
 
 

@@ -8,8 +8,8 @@ import re
 import pytest
 
 from orchestra_ray.config import load_config
-from orchestra_ray.tiny_model import train_tokenizer
-from orchestra_ray.task import DOMAIN
+from orchestra_ray.policy.tiny_model import train_tokenizer
+from orchestra_ray.families.task import DOMAIN
 from pipelines.families import load_families
 from pipelines.zoo import added_tokens, load_zoo, pretraining_documents, tokenizer_corpus
 

@@ -32,7 +32,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(model_dir):
-    from orchestra_ray.vllm_engine import VLLMEngine
+    from orchestra_ray.policy.vllm_engine import VLLMEngine
 
     return VLLMEngine(model_dir, "bfloat16", 8, {"skip_tokenizer_init": True, "gpu_memory_utilization": 0.3,
                                                   "enforce_eager": True, "max_model_len": 256})
@@ -41,7 +41,7 @@ def engine(model_dir):
 def hf_logprobs(model_dir_or_model, prompts, gens, temperature):
     from transformers import AutoModelForCausalLM
 
-    from orchestra_ray.policy_update import sequence_logprobs
+    from orchestra_ray.grpo.policy_update import sequence_logprobs
 
     model = model_dir_or_model
     if isinstance(model, str):

@@ -1,0 +1,2 @@
+"""Task families (FRAMES questions, function-calling domains, arithmetic): tasks, data, judges and
+warm-start demonstrations."""

@@ -1,0 +1,128 @@
+"""The FRAMES replay data set: questions, gold answers, and every arm's recorded answer and grade.
+
+Files are checked on load; a missing file, column or wrongly typed column, an empty or repeated id
+or an unknown grade is a `DataError` naming the file and the column. The train / held-out split is a
+pure function of the question id, so it is the same on every machine and for every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from orchestra_ray.errors import DataError
+
+QUESTIONS_FILE = "questions.parquet"
+RESPONSES_FILE = "responses.parquet"
+QUESTION_COLUMNS = {"question_id": pa.string(), "problem": pa.string(), "answer": pa.string()}
+RESPONSE_COLUMNS = {
+    "question_id": pa.string(),
+    "arm": pa.string(),
+    "response": pa.string(),
+    "grading": pa.string(),
+    "billed_output_tokens": pa.int64(),
+}
+
+
+GRADES = ("A", "B", "C")
+
+
+@dataclass(frozen=True)
+class Question:
+    question_id: str
+    problem: str
+    answer: str
+    source: str = field(default="", compare=False, repr=False)  # the file it was read from, for messages
+
+
+@dataclass(frozen=True)
+class RecordedResponse:
+    text: str
+    grade: str  # A correct, B incorrect, C not attempted
+    output_tokens: int
+
+
+def _read(path: str, columns: Dict[str, pa.DataType]) -> pa.Table:
+    if not os.path.isfile(path):
+        raise DataError(f"data file not found: {path}")
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:
+        raise DataError(f"cannot read Parquet file {path}: {str(exc).splitlines()[0]}") from None
+    for name, typ in columns.items():
+        if name not in schema.names:
+            raise DataError(f"{path}: missing column '{name}'")
+        got = schema.field(name).type
+        if got != typ and not (pa.types.is_integer(typ) and pa.types.is_integer(got)) and not (
+            pa.types.is_string(typ) and pa.types.is_large_string(got)
+        ):
+            raise DataError(f"{path}: column '{name}' has type {got}, expected {typ}")
+    table = pq.read_table(path, columns=list(columns))
+    if table.num_rows == 0:
+        raise DataError(f"{path}: no rows")
+    return table
+
+
+def _check_keys(path: str, rows: List[dict], column: str) -> None:
+    """A key column (ids, arm names) with an empty value would be read as the id "None" or ""."""
+    for i, r in enumerate(rows):
+        if r[column] is None or not str(r[column]).strip():
+            raise DataError(f"{path}: column '{column}' is empty at row {i}")
+
+
+def load_questions(root: str) -> List[Question]:
+    path = os.path.join(root, QUESTIONS_FILE)
+    rows = _read(path, QUESTION_COLUMNS).to_pylist()
+    _check_keys(path, rows, "question_id")
+    seen: Dict[str, int] = {}
+    for i, r in enumerate(rows):
+        if seen.setdefault(r["question_id"], i) != i:
+            first = seen[r["question_id"]]
+            raise DataError(f"{path}: column 'question_id' repeats '{r['question_id'][:64]}' at row {i} (first at row {first})")
+    return [Question(str(r["question_id"]), r["problem"] or "", r["answer"] or "", path) for r in rows]
+
+
+def load_responses(root: str, arms: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, RecordedResponse]]:
+    """arm -> question_id -> recorded response (only the arms asked for, when given)."""
+    path = os.path.join(root, RESPONSES_FILE)
+    rows = _read(path, RESPONSE_COLUMNS).to_pylist()
+    for column in ("question_id", "arm"):
+        _check_keys(path, rows, column)
+    out: Dict[str, Dict[str, RecordedResponse]] = {}
+    wanted = set(arms) if arms is not None else None
+    for i, r in enumerate(rows):
+        if r["grading"] is not None and r["grading"] not in GRADES:
+            raise DataError(f"{path}: column 'grading' has '{str(r['grading'])[:32]}' at row {i}, "
+                            f"expected one of {', '.join(GRADES)} or empty")
+        if wanted is not None and r["arm"] not in wanted:
+            continue
+        # A few providers reported negative token counts: unknown, not a refund.
+        tokens = max(0, int(r["billed_output_tokens"] or 0))
+        record = RecordedResponse(r["response"] or "", r["grading"] or "C", tokens)
+        out.setdefault(r["arm"], {})[str(r["question_id"])] = record
+    if wanted is not None:
+        absent = sorted(wanted - set(out))
+        if absent:
+            raise DataError(f"{path}: column 'arm' has no rows for arm '{absent[0]}'")
+    return out
+
+
+def is_heldout(question_id: str, heldout_fraction: float) -> bool:
+    h = int(hashlib.sha256(question_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return h < heldout_fraction
+
+
+def split_questions(questions: Sequence[Question], heldout_fraction: float) -> Tuple[List[Question], List[Question]]:
+    """(train, held-out), decided per question id, so it never depends on order or run."""
+    train = [q for q in questions if not is_heldout(q.question_id, heldout_fraction)]
+    heldout = [q for q in questions if is_heldout(q.question_id, heldout_fraction)]
+    if not train or not heldout:
+        where = f"{questions[0].source}: column 'question_id': " if questions and questions[0].source else ""
+        raise DataError(f"{where}split of {len(questions)} questions with data.heldout_fraction={heldout_fraction} "
+                        f"leaves the {'train' if not train else 'held-out'} split empty")
+    return train, heldout

@@ -1,0 +1,166 @@
+"""Gradient steps on a policy: the PPO-clip + KL update of GRPO and the supervised warm start.
+
+Plain tensors and lists in; the learner actor only wraps these with a model and an optimizer.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from orchestra_ray.grpo.loss import policy_loss, sft_loss, token_logprobs
+
+
+def pad_right(rows: Sequence[Sequence[float]], value, dtype) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.as_tensor(list(r), dtype=dtype)
+    return out
+
+
+def _split_head(model):
+    """(decoder, output projection) of a causal LM whose logits are exactly the projection of the
+    decoder's last hidden states (Qwen3, Llama, ...), or None for one that post-processes them."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    decoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if head is None or decoder is None or decoder is model:
+        return None
+    return decoder, head
+
+
+def sequence_logprobs(model, token_ids: Sequence[Sequence[int]], temperature: float = 1.0, pad_id: int = 0,
+                      masks: Optional[Sequence[Sequence[int]]] = None) -> torch.Tensor:
+    """Per-token log-probs (batch, width) of right-padded sequences; position 0 and padding get 0.
+
+    With `masks`, only positions whose mask is 1 are computed (the others get 0): the output
+    projection and softmax over the vocabulary run on those positions alone, not on every prompt
+    and tool-output token, which is most of an episode."""
+    ids = pad_right(token_ids, pad_id, torch.long)
+    attn = pad_right([[1] * len(t) for t in token_ids], 0, torch.long)
+    device = next(model.parameters()).device
+    ids, attn = ids.to(device), attn.to(device)
+    split = _split_head(model) if masks is not None else None
+    if split is None:
+        logits = model(input_ids=ids, attention_mask=attn).logits
+        return token_logprobs(logits, ids, temperature) * attn
+    decoder, head = split
+    want = pad_right(masks, 0, torch.long).to(device).bool() & attn.bool()
+    want[:, 0] = False  # nothing predicts the first token
+    rows, cols = want.nonzero(as_tuple=True)
+    hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state
+    logits = head(hidden[rows, cols - 1]).float()  # position t is predicted from t-1
+    if temperature and temperature != 1.0:
+        logits = logits / temperature
+    picked = torch.log_softmax(logits, dim=-1).gather(-1, ids[rows, cols].unsqueeze(-1)).squeeze(-1)
+    out = torch.zeros(ids.shape, dtype=picked.dtype, device=device)
+    return out.index_put((rows, cols), picked)
+
+
+@torch.no_grad()
+def reference_logprobs(model, token_ids: Sequence[Sequence[int]], micro_batch_size: int, temperature: float = 1.0,
+                       masks: Optional[Sequence[Sequence[int]]] = None) -> List[List[float]]:
+    """Log-probs per token (0 where `masks`, when given, is 0: only policy tokens need them)."""
+    out: List[List[float]] = []
+    for i in range(0, len(token_ids), micro_batch_size):
+        chunk = token_ids[i : i + micro_batch_size]
+        lp = sequence_logprobs(model, chunk, temperature, masks=None if masks is None else masks[i : i + micro_batch_size]).cpu()
+        out.extend(lp[j, : len(t)].tolist() for j, t in enumerate(chunk))
+    return out
+
+
+def _micro_batches(n: int, size: int):
+    for i in range(0, n, size):
+        yield list(range(i, min(n, i + size)))
+
+
+def grpo_update(
+    model,
+    optimizer,
+    samples: Sequence[dict],
+    ref_logprobs: Optional[Sequence[Sequence[float]]],
+    *,
+    clip_low: float,
+    clip_high: float,
+    kl_coef: float,
+    max_grad_norm: float,
+    epochs: int = 1,
+    mini_batches: int = 1,
+    micro_batch_size: int = 16,
+    temperature: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+) -> Dict[str, float]:
+    """PPO-clip steps over the kept samples. Each sample holds token_ids, loss_mask,
+    rollout_logprobs (the old policy) and advantage. Loss is a token-mean over each mini-batch."""
+    model.train()
+    device = next(model.parameters()).device
+    stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0, "grad_norm": 0.0}
+    n_updates = 0
+    for _ in range(epochs):
+        order = torch.randperm(len(samples), generator=generator).tolist() if mini_batches > 1 else list(range(len(samples)))
+        per = max(1, len(samples) // mini_batches)
+        for m in range(mini_batches):
+            idx = order[m * per : (m + 1) * per] if m < mini_batches - 1 else order[m * per :]
+            if not idx:
+                continue
+            tokens = float(sum(sum(samples[i]["loss_mask"]) for i in idx))
+            if tokens == 0:
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            mb_stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0}
+            for mb in _micro_batches(len(idx), micro_batch_size):
+                rows = [samples[idx[j]] for j in mb]
+                lp = sequence_logprobs(model, [r["token_ids"] for r in rows], temperature, masks=[r["loss_mask"] for r in rows])
+                mask = pad_right([r["loss_mask"] for r in rows], 0, torch.float32).to(device)
+                mask[:, 0] = 0.0  # nothing predicts the first token
+                old = pad_right([r["rollout_logprobs"] for r in rows], 0.0, torch.float32).to(device)
+                ref = None
+                if ref_logprobs is not None:
+                    ref = pad_right([ref_logprobs[idx[j]] for j in mb], 0.0, torch.float32).to(device)
+                adv = torch.tensor([r["advantage"] for r in rows], dtype=torch.float32, device=device)
+                out = policy_loss(
+                    lp, old, adv, mask, ref,
+                    clip_low=clip_low, clip_high=clip_high, kl_coef=kl_coef, token_count=tokens,
+                )
+                out.loss.backward()
+                share = float(mask.sum()) / tokens
+                mb_stats["loss"] += float(out.loss.detach())
+                for k in ("kl", "clip_fraction", "ratio_mean"):
+                    mb_stats[k] += out.stats[k] * share
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            n_updates += 1
+            for k, v in mb_stats.items():
+                stats[k] += v
+            stats["grad_norm"] += float(grad_norm)
+    model.eval()
+    return {k: v / max(1, n_updates) for k, v in stats.items()} | {"optimizer_steps": float(n_updates)}
+
+
+def sft_update(model, optimizer, samples: Sequence[dict], *, epochs: int, batch_size: int, max_grad_norm: float, seed: int) -> List[float]:
+    """Supervised warm start on demonstrations (token_ids, loss_mask); returns the loss per epoch."""
+    model.train()
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(epochs):
+        order = torch.randperm(len(samples), generator=g).tolist()
+        total, count = 0.0, 0
+        for i in range(0, len(order), batch_size):
+            rows = [samples[j] for j in order[i : i + batch_size]]
+            lp = sequence_logprobs(model, [r["token_ids"] for r in rows], masks=[r["loss_mask"] for r in rows])
+            mask = pad_right([r["loss_mask"] for r in rows], 0, torch.float32).to(device)
+            mask[:, 0] = 0.0
+            loss = sft_loss(lp, mask)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            total, count = total + float(loss.detach()), count + 1
+        losses.append(total / max(1, count))
+    model.eval()
+    return losses

@@ -1,0 +1,1 @@
+"""The policy model: generation engines (transformers, vLLM) and the quickstart's tiny model."""

@@ -1,0 +1,76 @@
+"""The engine interface on vLLM (the optional `vllm` extra, selected by `policy.engine: vllm`).
+
+Generation from token ids with the log-prob of each sampled token under the sampling distribution
+(vLLM's processed log-probs: after temperature, as the learner computes them), and weights loaded
+in place into the running engine after each update: the rollout worker hands it the published
+arrays, the engine's own worker copies them onto the GPU with the model's `load_weights`, and the
+prefix cache is dropped so that no KV computed by older weights is reused.
+
+The engine runs in the rollout worker's process (vLLM's in-process engine core), so loading weights
+passes references, not pickled copies.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from orchestra_ray.policy.engine import Generation
+
+
+class VLLMWeightLoader:
+    """Mixed into vLLM's GPU worker (`worker_extension_cls`): what `collective_rpc` calls there."""
+
+    def orchestra_load_weights(self, weights: Mapping[str, object]) -> int:
+        import numpy as np
+        import torch
+
+        model = self.model_runner.model
+        device = next(model.parameters()).device
+        dtype = next(model.parameters()).dtype
+
+        def tensors():
+            for name, value in weights.items():
+                t = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value, copy=False))
+                yield name, t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
+
+        loaded = model.load_weights(tensors())
+        return len(loaded) if loaded is not None else len(weights)
+
+
+class VLLMEngine:
+    def __init__(self, model_path: str, dtype: str = "float32", max_batch_size: int = 64,
+                 options: Optional[Dict] = None):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise ImportError("policy.engine=vllm needs vLLM: pip install 'orchestra-ray[vllm]' on a machine "
+                              "with a GPU") from exc
+        opts = dict(options or {})
+        self.llm = LLM(model=model_path, dtype=dtype, max_num_seqs=max_batch_size, seed=opts.pop("seed", 0),
+                       worker_extension_cls=f"{__name__}.VLLMWeightLoader", logprobs_mode="processed_logprobs",
+                       **opts)
+
+    def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float,
+                 stop_token_ids: Sequence[int]) -> List[Generation]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(temperature=max(0.0, temperature), max_tokens=max_new_tokens, logprobs=0,
+                                stop_token_ids=list(stop_token_ids), detokenize=False, skip_special_tokens=False)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False)
+        result = []
+        for out in outs:
+            c = out.outputs[0]
+            toks = list(c.token_ids)
+            # One dict per generated token; the sampled token is always in it.
+            lps = [float(step[tok].logprob) for tok, step in zip(toks, c.logprobs or [])]
+            if len(lps) != len(toks):
+                raise RuntimeError(f"vLLM returned {len(lps)} log-probs for {len(toks)} tokens")
+            result.append(Generation(toks, lps, "stop" if c.finish_reason == "stop" else "length"))
+        return result
+
+    def load_weights(self, weights: Mapping[str, object]) -> None:
+        self.llm.collective_rpc("orchestra_load_weights", args=(dict(weights),))
+        self.llm.reset_prefix_cache()

@@ -1,0 +1,1 @@
+"""The served orchestrator's HTTP API and its settings."""

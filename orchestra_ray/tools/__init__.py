@@ -1,0 +1,1 @@
+"""Tool back-ends: tool schemas and argument checks, the sandboxed code interpreter, search."""

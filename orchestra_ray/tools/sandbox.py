@@ -1,0 +1,409 @@
+"""The code interpreter's sandbox: one Python program per call, under bubblewrap, with resource limits.
+
+Each call gets a fresh workspace directory (removed afterwards, also after a timeout), the program
+written there, and an interpreter that sees only what orchestra_ray.tools.bwrap mounts. Limits are set by
+a short prelude that runs inside the sandbox before the program: the process limit must be set for
+the uid the program runs as, and preexec_fn is unsafe in a threaded process such as a Ray worker.
+
+Everything the program does (errors, timeouts, limits, floods of output) comes back as a CodeResult;
+only a sandbox that cannot start at all raises SandboxUnavailable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from orchestra_ray.tools.bwrap import WORKSPACE, bwrap_argv, sandbox_uid
+
+MODES = ("bwrap", "none")
+PROGRAM = "main.py"
+WORKSPACE_PREFIX = "orchestra-sandbox-"  # then the pid of the process that made it
+OUTPUT_CAP_BYTES = 1 << 20  # per stream; a program past it is killed rather than buffered
+
+# Runs inside the sandbox: argv = ready_fd uid cpu_s as_bytes nproc fsize_bytes nofile python args...
+# It sets the limits, drops to the call's uid (uid 0 = keep), signals that the sandbox started, and
+# closes every inherited descriptor so the program holds only stdin, stdout and stderr.
+_PRELUDE = (
+    "import os,resource as r,sys\n"
+    "a=sys.argv;w,u,c,m,p,f,n=(int(x) for x in a[1:8])\n"
+    "for k,s,h in((r.RLIMIT_CPU,c,c+1),(r.RLIMIT_AS,m,m),(r.RLIMIT_NPROC,p,p),(r.RLIMIT_FSIZE,f,f),"
+    "(r.RLIMIT_NOFILE,n,n),(r.RLIMIT_CORE,0,0)):r.setrlimit(k,(s,h))\n"
+    "if u:os.setgroups([]);os.setresgid(u,u,u);os.setresuid(u,u,u)\n"
+    "os.write(w,b'1');os.closerange(3,65536)\n"
+    "os.execv(a[8],a[8:])\n"
+)
+
+
+@dataclass
+class SandboxConfig:
+    # "bwrap": isolated by bubblewrap. "none": UNSAFE, runs the policy's code as this process's user
+    # with full access to the host, the network and Ray; only limits, timeout and workspace apply.
+    mode: str = "bwrap"
+    cpu_seconds: int = 10  # CPU time per process
+    memory_mb: int = 1024  # address space per process
+    max_processes: int = 64  # processes and threads of one call
+    max_file_mb: int = 16  # size of any one file written
+    max_open_files: int = 64
+    timeout_s: float = 10.0  # wall clock for the whole call
+    max_output_chars: int = 4000  # of each stream kept in the result, and of the observation
+    max_code_chars: int = 100_000  # a longer program is refused before a sandbox starts
+    python: str = ""  # "" = the interpreter running us; its prefix is bound read-only in the sandbox
+    bwrap: str = "bwrap"  # the bubblewrap binary, a name on PATH or a path
+
+
+@dataclass
+class CodePoolConfig:
+    min_workers: int = 1  # kept warm even when idle
+    max_workers: int = 4
+    idle_s: float = 60.0  # a worker beyond min_workers idle this long is stopped
+    num_cpus: float = 0.25  # Ray CPUs reserved per worker
+    # Custom resources per worker, e.g. {tool: 1}: code workers then land on the nodes meant for them.
+    resources: Dict[str, float] = field(default_factory=dict)
+
+
+class SandboxUnavailable(RuntimeError):
+    """The sandbox itself cannot start here (bubblewrap missing or unable to make namespaces)."""
+
+
+@dataclass
+class CodeResult:
+    ok: bool
+    stdout: str
+    stderr: str
+    exit_code: Optional[int]  # None when the program was stopped (timeout, output) or never ran
+    error: str  # "" when ok, else a short reason
+    wall_s: float
+    truncated: bool  # stdout or stderr is not the program's whole output
+
+    def failure_kind(self) -> str:
+        """A coarse reason for metrics: timeout, output, signal, exit, or unavailable ("" when ok)."""
+        if self.ok:
+            return ""
+        if self.error.startswith("timed out"):
+            return "timeout"
+        if self.exit_code is None:
+            return "output" if "output" in self.error else "unavailable"
+        return "signal" if self.exit_code < 0 else "exit"
+
+    def observation(self, max_chars: int) -> str:
+        """What the policy reads: stdout, the tail of stderr, then `error: ...` when the call failed,
+        within max_chars. The start of stdout and the end of stderr (where a traceback ends) are
+        kept when both do not fit; the error line is kept whole as far as it fits."""
+        max_chars = max(1, int(max_chars))
+        error = "" if self.ok else f"error: {self.error}"
+        out, err = self.stdout.rstrip("\n"), self.stderr.rstrip("\n")
+        if self.truncated:
+            out = f"{out}\n{CUT_MARK}" if out else CUT_MARK
+        budget = max_chars - (len(error) + 1 if error else 0)
+        if budget <= 0:
+            return error[:max_chars]
+        if len(out) + len(err) + (1 if out and err else 0) > budget:
+            err_room = min(len(err), budget // 2 if out else budget)
+            out_room = max(0, budget - err_room - (1 if err_room else 0))
+            err = _keep_tail(err, err_room)
+            out = _keep_head(out, out_room)
+        text = "\n".join(p for p in (out, err, error) if p)
+        return text or "(no output)"
+
+
+CUT_MARK = "[output cut]"
+
+
+def _keep_head(text: str, room: int) -> str:
+    if len(text) <= room:
+        return text
+    mark = "\n" + CUT_MARK
+    return text[: room - len(mark)] + mark if room > len(mark) else text[:room]
+
+
+def _keep_tail(text: str, room: int) -> str:
+    if len(text) <= room:
+        return text
+    mark = CUT_MARK + "\n"
+    if room <= len(mark):
+        return text[len(text) - room:] if room else ""
+    return mark + text[len(text) - (room - len(mark)):]
+
+
+def failed(error: str, wall_s: float = 0.0) -> CodeResult:
+    """A result for a call that did not run the program."""
+    return CodeResult(False, "", "", None, error, wall_s, False)
+
+
+# ---------------------------------------------------------------------------------------- config
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def validate_sandbox_config(sandbox: Any, pool: Any) -> None:
+    """ValueError with one line naming the `tools.sandbox.*` or `tools.code_pool.*` key."""
+    s, p = "tools.sandbox", "tools.code_pool"
+    if sandbox.mode not in MODES:
+        raise ValueError(f"{s}.mode must be 'bwrap' or 'none', got {str(sandbox.mode)[:64]!r}")
+    minimums = (("cpu_seconds", 1), ("memory_mb", 64), ("max_processes", 1), ("max_file_mb", 1),
+                ("max_open_files", 16), ("max_output_chars", 1), ("max_code_chars", 1))
+    for key, low in minimums:
+        v = getattr(sandbox, key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise ValueError(f"{s}.{key} must be an integer >= {low}, got {v!r}")
+    if not _is_number(sandbox.timeout_s) or sandbox.timeout_s <= 0:
+        raise ValueError(f"{s}.timeout_s must be a number > 0, got {sandbox.timeout_s!r}")
+    if not isinstance(sandbox.python, str):
+        raise ValueError(f"{s}.python must be a path or '', got {sandbox.python!r}")
+    if not isinstance(sandbox.bwrap, str) or not sandbox.bwrap.strip():
+        raise ValueError(f"{s}.bwrap must name the bubblewrap binary, got {sandbox.bwrap!r}")
+    for key in ("min_workers", "max_workers"):
+        v = getattr(pool, key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "min_workers" else 1):
+            raise ValueError(f"{p}.{key} must be an integer >= {0 if key == 'min_workers' else 1}, got {v!r}")
+    if pool.min_workers > pool.max_workers:
+        raise ValueError(f"{p}.min_workers ({pool.min_workers}) must not exceed {p}.max_workers ({pool.max_workers})")
+    if not _is_number(pool.idle_s) or pool.idle_s <= 0:
+        raise ValueError(f"{p}.idle_s must be a number > 0, got {pool.idle_s!r}")
+    if not _is_number(pool.num_cpus) or pool.num_cpus < 0:
+        raise ValueError(f"{p}.num_cpus must be a number >= 0, got {pool.num_cpus!r}")
+
+
+def plain_sandbox_config(cfg: Any) -> SandboxConfig:
+    """A SandboxConfig from any object with its fields (an omegaconf node included)."""
+    return SandboxConfig(**{k: getattr(cfg, k) for k in SandboxConfig.__dataclass_fields__})
+
+
+def plain_pool_config(cfg: Any) -> CodePoolConfig:
+    plain = {k: getattr(cfg, k) for k in CodePoolConfig.__dataclass_fields__}
+    plain["resources"] = dict(plain["resources"])
+    return CodePoolConfig(**plain)
+
+
+def _missing_bwrap(cfg: SandboxConfig) -> str:
+    return (f"bubblewrap ({cfg.bwrap!r}) was not found: install it with `apt-get install bubblewrap` "
+            "(or run `make setup` as root), or set tools.sandbox.mode=none (UNSAFE: no isolation)")
+
+
+def check_sandbox(cfg: SandboxConfig) -> Optional[str]:
+    """None when code can run under cfg, else a message saying what is missing and how to fix it."""
+    python = cfg.python or sys.executable
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        return f"tools.sandbox.python: no executable Python interpreter at {python!r}"
+    if cfg.mode == "bwrap" and shutil.which(cfg.bwrap) is None:
+        return _missing_bwrap(cfg)
+    try:
+        res = run_code("print('ok')", cfg)
+    except SandboxUnavailable as exc:
+        return str(exc)
+    if not res.ok or res.stdout.strip() != "ok":
+        last = (res.stderr.strip().splitlines() or [res.error])[-1]
+        return f"the sandboxed interpreter {python!r} cannot run a program: {last[:300]}"
+    return None
+
+
+# ------------------------------------------------------------------------------------- running
+def _minimal_env(home: str, tmp: str) -> Dict[str, str]:
+    # Threads count against RLIMIT_NPROC and reserve address space: numerical libraries get one.
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": tmp, "LANG": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",  # output printed before a kill survives it
+            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _exit_error(code: int, cfg: SandboxConfig) -> str:
+    if code >= 0:
+        return f"exit code {code}"
+    name = _signal_name(-code)
+    if name == "SIGKILL":
+        return "killed by signal SIGKILL (memory or CPU limit)"
+    if name == "SIGXCPU":
+        return f"killed by signal SIGXCPU (CPU limit of {cfg.cpu_seconds}s)"
+    return f"killed by signal {name}"
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def run_code(code: str, cfg: SandboxConfig) -> CodeResult:
+    """Run `code` as a Python program in a fresh sandbox; never raises for anything the code does."""
+    t0 = time.monotonic()
+    if not isinstance(code, str):
+        return failed("code must be a string")
+    if len(code) > cfg.max_code_chars:
+        return failed(f"code has {len(code)} characters, limit is {cfg.max_code_chars} (tools.sandbox.max_code_chars)")
+    if "\x00" in code:  # the interpreter refuses such source anyway; no sandbox needed to say so
+        return failed(f"code contains a NUL character at position {code.index(chr(0))}")
+    python = cfg.python or sys.executable
+    sandboxed = cfg.mode == "bwrap"
+    as_root = os.geteuid() == 0
+    bwrap = shutil.which(cfg.bwrap) if sandboxed else None
+    if sandboxed and bwrap is None:
+        raise SandboxUnavailable(_missing_bwrap(cfg))
+    workspace = tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{os.getpid()}-")
+    try:
+        with open(os.path.join(workspace, PROGRAM), "wb") as f:
+            f.write(code.encode("utf-8", errors="replace"))
+        uid = sandbox_uid() if sandboxed and as_root else 0
+        if uid:
+            # Owned by the call's uid; group root may only enter it, which bubblewrap's chdir needs.
+            os.chown(workspace, uid, 0)
+            os.chmod(workspace, 0o710)
+        if sandboxed:
+            env = _minimal_env(WORKSPACE, "/tmp")
+            # The private /tmp is memory: a few files of the largest size allowed.
+            prefix, cwd = bwrap_argv(bwrap, python, workspace, 4 * cfg.max_file_mb << 20, env, as_root), None
+            program = os.path.join(WORKSPACE, PROGRAM)
+        else:
+            prefix, cwd, env = [], workspace, _minimal_env(workspace, workspace)
+            program = os.path.join(workspace, PROGRAM)
+        return _run(prefix, python, program, uid, cwd, env, cfg, t0)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def remove_stale_workspaces(root: Optional[str] = None) -> int:
+    """Removes the workspaces of processes that died during a call (their own clean-up never ran);
+    returns how many."""
+    root = root or tempfile.gettempdir()
+    removed = 0
+    for name in os.listdir(root):
+        pid = name[len(WORKSPACE_PREFIX):].split("-", 1)[0] if name.startswith(WORKSPACE_PREFIX) else ""
+        if not pid.isdigit():
+            continue
+        if _alive(int(pid)):
+            continue  # its maker removes it itself
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _run(prefix: List[str], python: str, program: str, uid: int, cwd: Optional[str], env: Dict[str, str],
+         cfg: SandboxConfig, t0: float) -> CodeResult:
+    ready_r, ready_w = os.pipe()
+    limits = [cfg.cpu_seconds, cfg.memory_mb << 20, cfg.max_processes, cfg.max_file_mb << 20, cfg.max_open_files]
+    argv = prefix + [python, "-I", "-S", "-c", _PRELUDE, str(ready_w), str(uid), *map(str, limits),
+                     python, "-s", program]
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=cwd, env=env, pass_fds=(ready_w,), start_new_session=True)
+    except OSError as exc:
+        os.close(ready_r)
+        os.close(ready_w)
+        if prefix:
+            raise SandboxUnavailable(f"bubblewrap could not be started: {exc}") from None
+        return failed(f"the interpreter could not be started: {exc}", time.monotonic() - t0)
+    os.close(ready_w)
+    try:
+        out, err, stop, truncated = _collect(proc, cfg, t0)
+    finally:
+        _kill_group(proc)
+        proc.wait()
+        fcntl.fcntl(ready_r, fcntl.F_SETFL, os.O_NONBLOCK)
+        try:
+            started = os.read(ready_r, 1) == b"1"
+        except BlockingIOError:
+            started = False
+        os.close(ready_r)
+    wall = time.monotonic() - t0
+    if not started and not stop:
+        line = (_decode(err).strip().splitlines() or [f"exit status {proc.returncode}"])[0][:300]
+        if prefix:
+            raise SandboxUnavailable(f"bubblewrap cannot create the sandbox here: {line}")
+        return failed(f"the interpreter could not start: {line}", wall)
+    code = proc.returncode
+    if prefix and code is not None and code > 128 and not stop:
+        code = -(code - 128)  # bubblewrap reports a program killed by signal N as exit status 128 + N
+    limit = cfg.max_output_chars
+    stdout, stderr = _decode(out), _decode(err)
+    cut = truncated or len(stdout) > limit or len(stderr) > limit
+    stdout, stderr = stdout[:limit], stderr[-limit:] if len(stderr) > limit else stderr
+    if stop:
+        return CodeResult(False, stdout, stderr, None, stop, wall, cut)
+    ok = code == 0
+    return CodeResult(ok, stdout, stderr, code, "" if ok else _exit_error(code, cfg), wall, cut)
+
+
+def _collect(proc: subprocess.Popen, cfg: SandboxConfig, t0: float) -> Tuple[bytes, bytes, str, bool]:
+    """Read both pipes until the program has exited and they are closed, the wall-clock limit
+    passes, or a stream passes the cap. Returns (stdout, stderr, why the program was stopped or "",
+    whether output was lost)."""
+    cap = max(OUTPUT_CAP_BYTES, 4 * cfg.max_output_chars)
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    bufs = {out_fd: bytearray(), err_fd: bytearray()}
+    deadline = t0 + cfg.timeout_s
+    sel = selectors.DefaultSelector()
+    for fd in bufs:
+        os.set_blocking(fd, False)
+        sel.register(fd, selectors.EVENT_READ)
+    stop, exited = "", False
+    try:
+        while not (exited and not sel.get_map()):
+            now = time.monotonic()
+            if now >= deadline:
+                if not exited:
+                    stop = f"timed out after {float(cfg.timeout_s)}s"
+                break
+            if not sel.get_map():  # outputs closed, the program still running
+                time.sleep(min(0.005, deadline - now))
+            for key, _ in sel.select(min(0.05, deadline - now)) if sel.get_map() else ():
+                try:
+                    chunk = os.read(key.fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    sel.unregister(key.fd)
+                    continue
+                buf = bufs[key.fd]
+                buf += chunk[: cap - len(buf) + 1]
+                if len(buf) > cap:
+                    del buf[cap:]
+                    return bytes(bufs[out_fd]), bytes(bufs[err_fd]), f"output exceeded {cap} bytes", True
+            if not exited and _has_exited(proc):
+                # Whatever the program left behind in its process group goes with it; its pipes
+                # then close at once, or (a daemon that escaped the group) after a short grace.
+                exited = True
+                _kill_group(proc)
+                deadline = min(deadline, time.monotonic() + 0.5)
+    finally:
+        sel.close()
+        proc.stdout.close()
+        proc.stderr.close()
+    return bytes(bufs[out_fd]), bytes(bufs[err_fd]), stop, False
+
+
+def _has_exited(proc: subprocess.Popen) -> bool:
+    # WNOWAIT leaves the process a zombie, so its process group id cannot be reused before we kill it.
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
