@@ -17,8 +17,9 @@ from typing import Any, Deque, Dict, List, Optional, Set
 import ray
 
 from actors.metrics import record
-from orchestra_ray.tools.sandbox import (CodeResult, SandboxConfig, SandboxUnavailable, check_sandbox, failed, plain_pool_config,
-                                   plain_sandbox_config, remove_stale_workspaces, run_code, validate_sandbox_config)
+from orchestra_ray.tools.sandbox import (CodeResult, SandboxUnavailable, check_sandbox, failed,
+                                         remove_stale_workspaces, run_code)
+from orchestra_ray.tools.settings import SandboxConfig, plain_pool_config, plain_sandbox_config, validate_sandbox_config
 
 
 @ray.remote(max_restarts=0)

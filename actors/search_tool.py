@@ -9,7 +9,8 @@ from typing import Any, List, Optional
 import ray
 
 from actors.common import quiet_torch_process
-from orchestra_ray.tools.search import SearchConfig, SearchHit, SearchIndex, build_index, format_hits, validate_search_config
+from orchestra_ray.tools.search import SearchHit, SearchIndex, build_index, format_hits
+from orchestra_ray.tools.settings import SearchConfig, validate_search_config
 
 
 @ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)

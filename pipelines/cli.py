@@ -32,7 +32,7 @@ def _split_args(items: List[str]) -> Tuple[Optional[str], List[str]]:
 
 
 def cmd_train(args) -> int:
-    from orchestra_ray.config import load_config, make_paths_absolute
+    from orchestra_ray.config_load import load_config, make_paths_absolute
     from orchestra_ray.errors import ConfigError
     from pipelines.families import load_families
     from pipelines.zoo import load_zoo

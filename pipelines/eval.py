@@ -188,6 +188,6 @@ def _write(tdir: str, method: str, run_id: str, step: int, records: List[dict]) 
 
 def eval_config(run_dir: str, config: Optional[str], overrides: List[str]) -> OrchestraConfig:
     """The run's own config (so the data split matches), unless another is named; then overrides."""
-    from orchestra_ray.config import load_config
+    from orchestra_ray.config_load import load_config
 
     return load_config(config or os.path.join(run_dir, "config.yaml"), overrides)

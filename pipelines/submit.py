@@ -17,7 +17,8 @@ import sys
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, TextIO, Tuple
 
-from orchestra_ray.config import OrchestraConfig, load_config, relative_paths
+from orchestra_ray.config import OrchestraConfig
+from orchestra_ray.config_load import load_config, relative_paths
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,7 +9,7 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from orchestra_ray.config import load_config
+from orchestra_ray.config_load import load_config
 from orchestra_ray.families.task import TaskSampler
 from pipelines.cli import main
 from pipelines.zoo import load_zoo

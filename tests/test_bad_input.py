@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from orchestra_ray.config import load_config
+from orchestra_ray.config_load import load_config
 from orchestra_ray.errors import ConfigError
 from orchestra_ray.families.frames import QUESTIONS_FILE, RESPONSES_FILE, load_questions, load_responses, split_questions
 from orchestra_ray.errors import DataError

@@ -122,7 +122,7 @@ def test_breakdown_bench_shares_cover_the_step(cluster, tmp_path, frames_dir):
 
 def test_trl_bench_runs_trl_and_both_modes_on_the_same_work(cluster, tmp_path, frames_dir):
     from orchestra_ray.rollout.chat import ChatFormat, tool_call_text
-    from orchestra_ray.config import load_config
+    from orchestra_ray.config_load import load_config
     from orchestra_ray.rollout.episode import EpisodeLimits
     from orchestra_ray.experts.base import ExpertRequest
     from orchestra_ray.grpo.preferences import COST, LATENCY, OUTCOME, calls_metric

@@ -11,7 +11,7 @@ import pytest
 import ray
 
 from actors.code_interpreter import CodeInterpreterPool, start_code_pool
-from orchestra_ray.tools.sandbox import CodePoolConfig, SandboxConfig
+from orchestra_ray.tools.settings import CodePoolConfig, SandboxConfig
 
 SANDBOX = SandboxConfig(timeout_s=5.0, cpu_seconds=2)
 

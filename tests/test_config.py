@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from orchestra_ray.config import FRAMES_DATA, OrchestraConfig, load_config
+from orchestra_ray.config import FRAMES_DATA, OrchestraConfig
+from orchestra_ray.config_load import load_config
 from orchestra_ray.errors import ConfigError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

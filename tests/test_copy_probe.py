@@ -8,7 +8,7 @@ import os
 import pytest
 
 from orchestra_ray.rollout.chat import ChatFormat, user_message
-from orchestra_ray.config import load_config
+from orchestra_ray.config_load import load_config
 from orchestra_ray.families.copy_probe import CALL_TO_RESULT, REQUEST_TO_CALL, CopyProbe, copied, copy_probes, copy_rates
 from orchestra_ray.families.demos import scripted_demo
 from orchestra_ray.families.task import DOMAIN, eval_tasks

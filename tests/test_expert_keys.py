@@ -12,7 +12,8 @@ import ray
 from starlette.responses import JSONResponse
 
 from actors.experts import make_expert, start_experts
-from orchestra_ray.config import ExpertSlotConfig, load_config
+from orchestra_ray.config import ExpertSlotConfig
+from orchestra_ray.config_load import load_config
 from orchestra_ray.errors import ConfigError
 from orchestra_ray.experts.base import ExpertError, ExpertRequest, ExpertResponse
 from orchestra_ray.experts.pricing import ExpertPrice

@@ -14,7 +14,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from orchestra_ray.config import load_config
+from orchestra_ray.config_load import load_config
 from pipelines.cluster import connect
 from pipelines.families import load_families
 from pipelines.progress import Progress

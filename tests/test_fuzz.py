@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestra_ray.rollout.chat import IM_END, IM_START, TOOL_RESPONSE_CLOSE, TOOL_RESPONSE_OPEN, ChatFormat, tool_call_text
-from orchestra_ray.config import load_config
+from orchestra_ray.config_load import load_config
 from orchestra_ray.families.domains import DomainToolError
 from orchestra_ray.families.domains.database import Database
 from orchestra_ray.policy.engine import Generation
@@ -29,8 +29,10 @@ from orchestra_ray.experts.base import ExpertError
 from orchestra_ray.rollout.failures import DATA
 from orchestra_ray.rollout.parsing import FormatError, ParseResult, parse_tool_calls
 from orchestra_ray.grpo.preferences import profile_vector
-from orchestra_ray.tools.sandbox import CodeResult, SandboxConfig, run_code
-from orchestra_ray.tools.search import SearchConfig, build_index, format_hits
+from orchestra_ray.tools.sandbox import CodeResult, run_code
+from orchestra_ray.tools.settings import SandboxConfig
+from orchestra_ray.tools.search import build_index, format_hits
+from orchestra_ray.tools.settings import SearchConfig
 from orchestra_ray.families.task import ARITHMETIC, DOMAIN, FRAMES, make_task
 from orchestra_ray.policy.tiny_model import train_tokenizer
 from orchestra_ray.tools.spec import ToolSpec, validate_arguments

@@ -24,7 +24,8 @@ import pytest
 import yaml
 from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
 
-from orchestra_ray.config import OrchestraConfig, load_config
+from orchestra_ray.config import OrchestraConfig
+from orchestra_ray.config_load import load_config
 from orchestra_ray.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,9 +12,9 @@ import ray
 from actors.code_interpreter import start_code_pool
 from actors.experts import start_experts
 from actors.metrics import CATALOGUE
-from orchestra_ray.config import load_config
+from orchestra_ray.config_load import load_config
 from orchestra_ray.experts.base import ExpertError, ExpertRequest
-from orchestra_ray.tools.sandbox import CodePoolConfig, SandboxConfig
+from orchestra_ray.tools.settings import CodePoolConfig, SandboxConfig
 from pipelines.cluster import connect, dashboard_url
 from pipelines.families import load_families
 from pipelines.progress import Progress

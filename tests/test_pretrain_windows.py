@@ -44,7 +44,7 @@ def test_a_long_document_starts_a_window_and_the_tail_too_short_for_one_does_not
 
 def test_an_unknown_window_choice_is_refused_by_name():
     import pytest
-    from orchestra_ray.config import load_config
+    from orchestra_ray.config_load import load_config
     from orchestra_ray.errors import ConfigError
     import os
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines", "configs", "quickstart.yaml")

@@ -12,7 +12,8 @@ import textwrap
 
 import pytest
 
-from orchestra_ray.config import ExpertSlotConfig, load_config
+from orchestra_ray.config import ExpertSlotConfig
+from orchestra_ray.config_load import load_config
 from orchestra_ray.errors import ConfigError
 from orchestra_ray.experts.base import ExpertRequest
 from orchestra_ray.families.frames import load_responses

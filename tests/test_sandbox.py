@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from orchestra_ray.tools.sandbox import (CodePoolConfig, CodeResult, SandboxConfig, SandboxUnavailable, check_sandbox,
-                                   remove_stale_workspaces, run_code, validate_sandbox_config)
+from orchestra_ray.tools.sandbox import CodeResult, SandboxUnavailable, check_sandbox, remove_stale_workspaces, run_code
+from orchestra_ray.tools.settings import CodePoolConfig, SandboxConfig, validate_sandbox_config
 
 FAST = SandboxConfig(timeout_s=3.0, cpu_seconds=2)
 

@@ -24,7 +24,8 @@ import ray
 
 from actors.code_interpreter import start_code_pool
 from orchestra_ray.tools.bwrap import SANDBOX_UID_BASE
-from orchestra_ray.tools.sandbox import CodePoolConfig, SandboxConfig, run_code
+from orchestra_ray.tools.sandbox import run_code
+from orchestra_ray.tools.settings import CodePoolConfig, SandboxConfig
 
 SANDBOX = SandboxConfig(timeout_s=3.0, cpu_seconds=2, memory_mb=512, max_processes=32, max_output_chars=2000)
 UNSAFE = dataclasses.replace(SANDBOX, mode="none")

@@ -10,10 +10,9 @@ import time
 
 import pytest
 
-from orchestra_ray.tools.search import (
-    FAISS_FILE, IDS_FILE, META_FILE, BM25Index, DenseIndex, SearchConfig, SearchHit, build_index, check_query,
-    format_hits, read_meta, tokenize, validate_search_config,
-)
+from orchestra_ray.tools.search import (FAISS_FILE, IDS_FILE, META_FILE, BM25Index, DenseIndex, SearchHit, build_index,
+                                        check_query, format_hits, read_meta, tokenize)
+from orchestra_ray.tools.settings import SearchConfig, validate_search_config
 from search_corpus import DOCS, write_corpus
 
 BY_ID = {d["id"]: d for d in DOCS}

@@ -9,7 +9,7 @@ import pytest
 import ray
 
 from actors.search_tool import start_search_actor
-from orchestra_ray.tools.search import SearchConfig
+from orchestra_ray.tools.settings import SearchConfig
 from search_corpus import DOCS, write_corpus
 
 

@@ -17,7 +17,8 @@ from ray.serve.schema import ServeInstanceDetails
 
 from actors.experts import HEAD_NODE_RESOURCE, ExpertActor, start_experts
 from actors.serve_expert import deploy_chat_model
-from orchestra_ray.config import ServeConfig, TinyModelConfig, load_config
+from orchestra_ray.config import ServeConfig, TinyModelConfig
+from orchestra_ray.config_load import load_config
 from orchestra_ray.errors import ConfigError
 from orchestra_ray.experts.base import ExpertError, ExpertRequest, ExpertResponse
 from orchestra_ray.experts.pricing import PriceTable

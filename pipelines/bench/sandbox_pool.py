@@ -12,7 +12,8 @@ from typing import Dict, List
 
 import ray
 
-from orchestra_ray.tools.sandbox import CodePoolConfig, SandboxConfig, check_sandbox, run_code
+from orchestra_ray.tools.sandbox import check_sandbox, run_code
+from orchestra_ray.tools.settings import CodePoolConfig, SandboxConfig
 from pipelines.bench.sandbox import PROGRAM, _checked
 
 
