@@ -257,3 +257,22 @@ def test_cli_list_element_override_is_a_clean_error(capsys):
 def test_scalar_for_a_section_names_the_section():
     msg = config_error("trainer=3")
     assert "config key ''" not in msg
+
+
+def test_the_bundled_frames_data_is_the_default_and_lies_in_the_checkout():
+    cfg = load_config(QUICKSTART, [])
+    if not os.environ.get("ORCHESTRA_RAY_FRAMES"):
+        assert cfg.data.path == FRAMES_DATA
+    assert os.path.isabs(FRAMES_DATA) and FRAMES_DATA.startswith(REPO_ROOT + os.sep)
+    assert {"questions.parquet", "responses.parquet", "README.md"} <= set(os.listdir(FRAMES_DATA))
+
+
+def test_paths_a_run_records_are_made_absolute(tmp_path, monkeypatch):
+    from orchestra_ray.config_load import make_paths_absolute
+
+    monkeypatch.chdir(tmp_path)
+    cfg = make_paths_absolute(load_config(QUICKSTART, ["data.path=frames", "run.root=out", "tools.search.cache_dir=c/s",
+                                                       "policy.cache_dir=c/p"]))
+    assert cfg.data.path == str(tmp_path / "frames") and cfg.run.root == str(tmp_path / "out")
+    assert cfg.policy.cache_dir == str(tmp_path / "c" / "p") and cfg.tools.search.cache_dir == str(tmp_path / "c" / "s")
+    assert cfg.tools.sandbox.bwrap == "bwrap" and cfg.tools.sandbox.python == ""  # a name on PATH, "this Python": kept
