@@ -3,7 +3,9 @@ endpoint, or a model deployed on Ray Serve), and the client the rollout loop cal
 
 from __future__ import annotations
 
+import copy
 import os
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import ray
@@ -92,13 +94,28 @@ def _check_fits(slot: ExpertSlotConfig, key: str) -> None:
             )
 
 
-def start_experts(cfg: OrchestraConfig, data_path: str) -> Dict[str, "ray.actor.ActorHandle"]:
+@dataclass(frozen=True)
+class ExpertsSpec:
+    """The zoo's slots, the recorded answers replay slots read (an absolute path: the actors' working
+    directory need not be the driver's) and the instruction tokens billed with each question."""
+
+    slots: Tuple[ExpertSlotConfig, ...]
+    data_path: str
+    input_overhead: int
+
+    @classmethod
+    def from_config(cls, cfg: OrchestraConfig, data_path: Optional[str] = None) -> "ExpertsSpec":
+        """`data_path` overrides `data.path`."""
+        return cls(tuple(copy.deepcopy(cfg.zoo.experts)), os.path.abspath(data_path or cfg.data.path),
+                   cfg.zoo.input_tokens_overhead)
+
+
+def start_experts(spec: ExpertsSpec) -> Dict[str, "ray.actor.ActorHandle"]:
     """One ExpertActor per slot; each "serve" slot's model is deployed on Ray Serve first. Returns
     when every backend has started; ConfigError names the first slot whose backend could not."""
-    prices = PriceTable.from_slots(cfg.zoo.experts)
-    data_path = os.path.abspath(data_path)
+    prices = PriceTable.from_slots(spec.slots)
     handles = {}
-    for i, slot in enumerate(cfg.zoo.experts):
+    for i, slot in enumerate(spec.slots):
         options, base_url = {}, None
         if slot.backend == "serve":
             from actors.serve_expert import deploy_chat_model
@@ -110,7 +127,7 @@ def start_experts(cfg: OrchestraConfig, data_path: str) -> Dict[str, "ray.actor.
                 raise ConfigError(f"invalid value for config key 'zoo.experts.{i}.model': {exc}") from None
             options = {"resources": {HEAD_NODE_RESOURCE: 0.001}}
         handles[slot.name] = ExpertActor.options(**options).remote(
-            slot, prices.prices[slot.name], data_path, cfg.zoo.input_tokens_overhead, base_url
+            slot, prices.prices[slot.name], spec.data_path, spec.input_overhead, base_url
         )
     errors = [e for e in ray.get([h.startup_error.remote() for h in handles.values()]) if e is not None]
     if errors:

@@ -3,34 +3,57 @@ publishes each new version of the weights once."""
 
 from __future__ import annotations
 
+import copy
 import os
 import time
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import ray
 
-from actors.common import quiet_torch_process
+from actors.common import ActorResources, quiet_torch_process
 from actors.weight_transport import flatten_parameters, publish_model
+from orchestra_ray.config import OrchestraConfig, TrainerConfig
 from orchestra_ray.grpo.policy_update import grpo_update, sft_update
 from orchestra_ray.policy.tiny_model import load_policy
+from orchestra_ray.rollout.sample import TrainBatch
+
+
+@dataclass(frozen=True)
+class LearnerSpec:
+    """What a learner is built from: the policy it starts from, the `trainer` section (its
+    hyperparameters), the policy's dtype and device, the run's seed, and what it asks Ray for."""
+
+    policy_path: str
+    trainer: TrainerConfig
+    dtype: str
+    device: str
+    seed: int
+    resources: ActorResources
+
+    @classmethod
+    def from_config(cls, cfg: OrchestraConfig, policy_path: str) -> "LearnerSpec":
+        t = copy.deepcopy(cfg.trainer)
+        return cls(policy_path, t, cfg.policy.dtype, cfg.policy.device, cfg.run.seed,
+                   ActorResources(t.num_cpus, t.num_gpus, dict(t.resources)))
 
 
 @ray.remote
 class Learner:
-    def __init__(self, policy_path: str, weight_store, trainer_cfg, dtype: str = "float32", device: str = "cpu", seed: int = 0):
+    def __init__(self, spec: LearnerSpec, weight_store):
         import torch
 
-        quiet_torch_process(trainer_cfg.torch_threads)
-        torch.manual_seed(seed)
-        self.cfg = trainer_cfg
-        self.model, self.tokenizer = load_policy(policy_path, dtype, device)
+        quiet_torch_process(spec.trainer.torch_threads)
+        torch.manual_seed(spec.seed)
+        self.cfg = spec.trainer
+        self.model, self.tokenizer = load_policy(spec.policy_path, spec.dtype, spec.device)
         self.model.eval()
         # On CPU the parameters live in the buffer that is published: no packing at each version.
         flatten_parameters(self.model)
         self.store = weight_store
         self.version = -1
-        self.generator = torch.Generator().manual_seed(seed)
-        self.optimizer = self._optimizer(trainer_cfg.lr)
+        self.generator = torch.Generator().manual_seed(spec.seed)
+        self.optimizer = self._optimizer(spec.trainer.lr)
 
     def _optimizer(self, lr: float):
         import torch
@@ -50,10 +73,11 @@ class Learner:
                             max_grad_norm=self.cfg.max_grad_norm, seed=seed)
         return losses
 
-    def train_step(self, samples: Sequence[dict], ref_logprobs: Optional[Sequence[Sequence[float]]], temperature: float) -> Dict[str, float]:
+    def train_step(self, batch: TrainBatch, ref_logprobs: Optional[Sequence[Sequence[float]]], temperature: float) -> Dict[str, float]:
+        """PPO-clip steps on the kept samples' batch, then the new version published."""
         t0 = time.perf_counter()
         stats = grpo_update(
-            self.model, self.optimizer, samples, ref_logprobs,
+            self.model, self.optimizer, batch, ref_logprobs,
             clip_low=self.cfg.clip_low, clip_high=self.cfg.clip_high, kl_coef=self.cfg.kl_coef,
             max_grad_norm=self.cfg.max_grad_norm, epochs=self.cfg.epochs, mini_batches=self.cfg.mini_batches,
             micro_batch_size=self.cfg.micro_batch_size, temperature=temperature, generator=self.generator,
@@ -90,3 +114,8 @@ class Learner:
             self.generator.set_state(state["generator"])
             self.version = int(state["version"]) - 1
         return self.publish()
+
+
+def start_learner(spec: LearnerSpec, weight_store) -> "ray.actor.ActorHandle":
+    """The run's learner, publishing to `weight_store`; the driver sees only this handle's methods."""
+    return Learner.options(**spec.resources.options()).remote(spec, weight_store)

@@ -117,7 +117,7 @@ def _refresh_gauges() -> None:
             metric(name).set(value, tags=dict(tags) or None)
 
 
-def record_step(metrics: Mapping, records, learner_version: int) -> None:
+def record_step(metrics: Mapping, samples, learner_version: int) -> None:
     """Exports one GRPO step: its means as gauges, each episode's cost and latency as histogram
     observations, the tool-call share per tool, and the weight-version lag of its rollouts."""
     from orchestra_ray.reports.evaluation import summarise_families, tool_share
@@ -126,15 +126,15 @@ def record_step(metrics: Mapping, records, learner_version: int) -> None:
     record("orchestra_steps", 1)
     record("orchestra_reward", metrics["reward"], {"family": "all"})
     record("orchestra_accuracy", metrics["accuracy"], {"family": "all"})
-    for family, s in summarise_families(records, "reward").items():
+    for family, s in summarise_families(samples).items():
         record("orchestra_reward", s["reward"], {"family": family})
         record("orchestra_accuracy", s["accuracy"], {"family": family})
-    for g in records:
-        record("orchestra_cost_per_task", g["metrics"][COST])
-        record("orchestra_latency_seconds", g["metrics"][LATENCY])
-    for tool, share in tool_share(records).items():
+    for g in samples:
+        record("orchestra_cost_per_task", g.metrics[COST])
+        record("orchestra_latency_seconds", g.metrics[LATENCY])
+    for tool, share in tool_share(g.tool_calls for g in samples).items():
         record("orchestra_tool_call_share", share, {"tool": tool})
     record("orchestra_format_error_rate", metrics["format_error_rate"])
     record("orchestra_rollout_tokens_per_second", metrics["tokens_per_s"])
     record("orchestra_learner_step_seconds", metrics["learn_s"])
-    record("orchestra_weight_version_lag", learner_version - min(g["weight_version"] for g in records))
+    record("orchestra_weight_version_lag", learner_version - min(g.weight_version for g in samples))

@@ -4,38 +4,63 @@ from __future__ import annotations
 
 import os
 import time
-from typing import List, Optional, Sequence
+from dataclasses import dataclass
+from typing import List
 
 import ray
 
-from actors.common import quiet_torch_process
+from actors.common import ActorResources, quiet_torch_process
+from orchestra_ray.config import OrchestraConfig
 from orchestra_ray.grpo.policy_update import reference_logprobs
 from orchestra_ray.policy.tiny_model import load_policy
+from orchestra_ray.rollout.sample import TrainBatch
+
+
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """The frozen policy to load, how it computes (the learner's dtype, device, threads and micro
+    batch) and what it asks Ray for (the learner's resources)."""
+
+    policy_path: str
+    dtype: str
+    device: str
+    torch_threads: int
+    micro_batch_size: int
+    resources: ActorResources
+
+    @classmethod
+    def from_config(cls, cfg: OrchestraConfig, policy_path: str) -> "ReferenceSpec":
+        t = cfg.trainer
+        return cls(policy_path, cfg.policy.dtype, cfg.policy.device, t.torch_threads, t.micro_batch_size,
+                   ActorResources(t.num_cpus, t.num_gpus, dict(t.resources)))
 
 
 # Its only state is the frozen weights it loads at start, and log-probs are a pure function of
 # them: a crashed reference model restarts, reloads and answers the retried call.
 @ray.remote(max_restarts=3, max_task_retries=3)
 class ReferenceModel:
-    def __init__(self, policy_path: str, dtype: str = "float32", device: str = "cpu", torch_threads: int = 1, micro_batch_size: int = 16):
-        quiet_torch_process(torch_threads)
-        self.model, _ = load_policy(policy_path, dtype, device)
+    def __init__(self, spec: ReferenceSpec):
+        quiet_torch_process(spec.torch_threads)
+        self.model, _ = load_policy(spec.policy_path, spec.dtype, spec.device)
         self.model.eval()
-        self.micro_batch_size = micro_batch_size
+        self.micro_batch_size = spec.micro_batch_size
         self.busy_s = 0.0
 
     def pid(self) -> int:
         return os.getpid()
 
-    def logprobs(self, token_ids: Sequence[Sequence[int]], temperature: float = 1.0,
-                 loss_masks: Optional[Sequence[Sequence[int]]] = None) -> List[List[float]]:
-        """Per-token log-probs; with `loss_masks`, only where they are 1 (0 elsewhere)."""
+    def logprobs(self, batch: TrainBatch, temperature: float = 1.0) -> List[List[float]]:
+        """Per-token log-probs of the batch's sequences where their loss masks are 1 (0 elsewhere)."""
         t0 = time.perf_counter()
         try:
-            return reference_logprobs(self.model, token_ids, self.micro_batch_size, temperature, loss_masks)
+            return reference_logprobs(self.model, batch.token_ids, self.micro_batch_size, temperature, batch.loss_masks)
         finally:
             self.busy_s += time.perf_counter() - t0
 
     def busy_seconds(self) -> float:
         """Seconds spent computing log-probs since this process started."""
         return self.busy_s
+
+
+def start_reference(spec: ReferenceSpec) -> "ray.actor.ActorHandle":
+    return ReferenceModel.options(**spec.resources.options()).remote(spec)

@@ -9,14 +9,17 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import ray
 
-from actors.common import quiet_torch_process
+from actors.common import ActorResources, quiet_torch_process
 from actors.metrics import record
 from actors.tool_client import RayToolClient
 from actors.weight_transport import pull_if_newer
+from orchestra_ray.config import OrchestraConfig
 from orchestra_ray.rollout.chat import ChatFormat, user_message
 from orchestra_ray.policy.engine import HFEngine
-from orchestra_ray.rollout.episode import EpisodeLimits, episode_record, new_episodes, run_episodes
+from orchestra_ray.rollout.episode import EpisodeLimits, episode_limits, episode_record, new_episodes, run_episodes
+from orchestra_ray.rollout.sample import Sample
 from orchestra_ray.rollout.stage_clock import StageClock, timed
+from orchestra_ray.families.family import TaskFamily
 from orchestra_ray.families.task import Task
 from orchestra_ray.policy.tiny_model import load_policy, load_tokenizer
 from orchestra_ray.tools.spec import ToolSpec
@@ -24,18 +27,30 @@ from orchestra_ray.tools.spec import ToolSpec
 
 @dataclass(frozen=True)
 class RolloutSpec:
+    """What every rollout worker of a run is built from (the worker's index aside)."""
+
     policy_path: str
     # toolset -> (system prompt, tools): what a task of that toolset shows the policy
     toolsets: Mapping[str, Tuple[str, Sequence[ToolSpec]]]
     slots: Sequence[str]
     limits: EpisodeLimits
-    domains: Mapping[str, Any] = None  # domain name -> Domain, for the episodes' private databases
-    dtype: str = "float32"
-    device: str = "cpu"
-    torch_threads: int = 1
-    max_batch_size: int = 64
-    engine: str = "hf"  # or "vllm" (orchestra_ray/policy/vllm_engine.py)
-    engine_options: Mapping[str, Any] = None  # further vllm.LLM arguments
+    families: Mapping[str, TaskFamily]  # family name -> TaskFamily: each episode's initial state
+    dtype: str
+    device: str
+    torch_threads: int
+    max_batch_size: int
+    engine: str  # "hf" or "vllm" (orchestra_ray/policy/vllm_engine.py)
+    engine_options: Mapping[str, Any]  # further vllm.LLM arguments
+    resources: ActorResources  # per worker
+
+    @classmethod
+    def from_config(cls, cfg: OrchestraConfig, policy_path: str, toolsets: Mapping[str, Tuple[str, Sequence[ToolSpec]]],
+                    slots: Sequence[str], families: Mapping[str, TaskFamily]) -> "RolloutSpec":
+        """The rollout section's settings with the task families (and their toolsets) and the zoo's slots."""
+        r = cfg.rollout
+        return cls(policy_path, toolsets, tuple(slots), episode_limits(cfg), families, cfg.policy.dtype, cfg.policy.device,
+                   r.torch_threads, r.max_batch_size, cfg.policy.engine, dict(cfg.policy.vllm),
+                   ActorResources(r.num_cpus_per_worker, r.num_gpus_per_worker, dict(r.resources)))
 
 
 @ray.remote
@@ -75,9 +90,9 @@ class RolloutWorker:
             self.clock.add("weight_sync", time.perf_counter() - t0)
         return self.version
 
-    def run_groups(self, tasks: List[Task], group_size: int, temperature: float, seed: int) -> List[dict]:
+    def run_groups(self, tasks: List[Task], group_size: int, temperature: float, seed: int) -> List[Sample]:
         """All samples of these tasks, batched together, generated with the latest weights; every
-        record is stamped with the weight version that produced it, and carries its share of the
+        sample is stamped with the weight version that produced it, and carries its share of the
         batch's wall time by stage (`rollout_seconds`)."""
         import torch
 
@@ -91,13 +106,18 @@ class RolloutWorker:
             episodes.extend(new_episodes(self.chat, prompt, task, user_message(task.question, task.preference), group_size))
         for ep in episodes:
             ep.weight_version = self.version
-            if ep.task.toolset.startswith("domain:"):
-                ep.env = self.spec.domains[ep.task.toolset[len("domain:"):]].new_env()
+            ep.env = self.spec.families[ep.task.family].new_state(ep.task)
         engine = timed(self.engine, self.clock, {"generate": "generation"})
         client = timed(self.client, self.clock, {"respond_many": "tools", "run_tools": "tools"})
         run_episodes(engine, self.chat, episodes, self.tools, client, self.spec.limits, temperature)
         records = [episode_record(ep, self.spec.slots) for ep in episodes]
         seconds = {**self.clock.take(), "worker": time.perf_counter() - t0}
         for rec in records:
-            rec["rollout_seconds"] = {k: v / len(records) for k, v in seconds.items()}
+            rec.rollout_seconds = {k: v / len(records) for k, v in seconds.items()}
         return records
+
+
+def start_rollout_worker(spec: RolloutSpec, index: int, experts: Dict[str, "ray.actor.ActorHandle"], weight_store,
+                         code_pool: Optional["ray.actor.ActorHandle"] = None,
+                         search: Optional["ray.actor.ActorHandle"] = None) -> "ray.actor.ActorHandle":
+    return RolloutWorker.options(**spec.resources.options()).remote(spec, experts, weight_store, index, code_pool, search)

@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import ray
 
 from actors.tool_client import RayToolClient
-from orchestra_ray.rollout.episode import Episode, ToolOutcome
+from orchestra_ray.rollout.episode import Episode
+from orchestra_ray.rollout.tool_router import ToolOutcome
 from orchestra_ray.experts.base import ExpertError, ExpertRequest, ExpertResponse
 from orchestra_ray.rollout.failures import DATA, INFRASTRUCTURE, classify_exception
 

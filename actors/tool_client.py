@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import ray
 
 from actors.experts import RayExpertClient
-from orchestra_ray.rollout.episode import ToolOutcome
+from orchestra_ray.rollout.tool_router import ToolOutcome
 from orchestra_ray.experts.base import ExpertError, ExpertRequest, ExpertResponse
 from orchestra_ray.rollout.failures import DATA, INFRASTRUCTURE, classify_exception
 

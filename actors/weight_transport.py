@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 _ALIGN = 64  # bytes: every array starts aligned for any dtype and for vector loads
 _staging: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> its packing buffer
@@ -45,6 +46,13 @@ class WeightStore:
 
     def latest(self) -> Tuple[int, List[ray.ObjectRef]]:
         return self.version, self.refs
+
+
+def start_weight_store() -> "ray.actor.ActorHandle":
+    """The store on the driver's node. It holds the only reference to the published weights, and the
+    loss of the driver's node ends the run anyway: so losing any other node cannot take them with it."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return WeightStore.options(scheduling_strategy=here).remote()
 
 
 def state_to_numpy(model) -> Dict[str, np.ndarray]:

@@ -22,11 +22,14 @@ from orchestra_ray.config import OrchestraConfig
 from orchestra_ray.errors import ConfigError
 from orchestra_ray.experts.base import ExpertRequest
 from orchestra_ray.grpo.preferences import metric_names, profile_vector
-from orchestra_ray.families.task import FRAMES
+from orchestra_ray.families.task import FRAMES, eval_tasks
+from orchestra_ray.reports.evaluation import anchor_metrics, score_records
+from orchestra_ray.rollout.sample import Sample
 from orchestra_ray.rollout.trajectory import trajectory_rows
 from pipelines.families import Families
 from pipelines.progress import Progress
 from pipelines.report import POLICY, TRAJECTORIES, build_report, method_file
+from pipelines.workers import Workers
 from pipelines.zoo import Zoo
 
 ROUTER_DIR = "router"
@@ -64,6 +67,16 @@ def check_heldout(state: dict, families: Families, checkpoint: str) -> None:
             raise EvalRefused(f"refusing to evaluate: {len(seen)} of the {len(pool)} held-out {fam} questions were in "
                               f"the policy's training split (e.g. {', '.join(seen[:3])}; recorded in {checkpoint}/state.json); "
                               "evaluate with the data split the policy was trained with")
+
+
+def heldout_records(cfg: OrchestraConfig, zoo: Zoo, families: Families, pool, step: int) -> List[Sample]:
+    """One greedy (eval.temperature) sample of every held-out problem under every eval profile from
+    the rollout pool, each with its evaluation reward as `reward`."""
+    tasks = [t for p in families.heldout.values() for t in eval_tasks(p, cfg.preferences.eval_profiles, zoo.slots)]
+    records = pool.run(tasks, 1, cfg.eval.temperature, seed=10_000_000 + step)
+    anchors = {q.question_id: anchor_metrics(q.question_id, q.problem, zoo.experts, zoo.slots)
+               for q in families.heldout.get(FRAMES, [])}
+    return score_records(records, anchors)
 
 
 def recorded_answers(zoo: Zoo, question_ids: List[str], questions: Dict[str, str]) -> Dict[str, Dict[str, Answer]]:
@@ -123,8 +136,6 @@ def router_choices(cfg: OrchestraConfig, zoo: Zoo, families: Families, run_dir: 
 def run_eval(checkpoint: str, run_dir: str, cfg: OrchestraConfig, zoo: Zoo, families: Families, progress: Progress,
              router: bool = True, router_iterations: int = 30) -> str:
     """Runs on a connected Ray cluster; returns the eval directory (report.md inside)."""
-    from pipelines.train import Trainer
-
     state = ckpt.read_state(checkpoint)
     check_heldout(state, families, checkpoint)
     name = os.path.basename(checkpoint)
@@ -134,15 +145,13 @@ def run_eval(checkpoint: str, run_dir: str, cfg: OrchestraConfig, zoo: Zoo, fami
     profiles = {p: dict(profile_vector(p, zoo.slots).weights) for p in cfg.preferences.eval_profiles}
     t0 = time.time()
 
-    tr = Trainer(cfg, zoo, run_dir, progress, families)
-    tr.step = int(state.get("step", 0))
-    tr.start_rollout(os.path.join(checkpoint, "policy"))
+    run_id, step = os.path.basename(os.path.abspath(run_dir)), int(state.get("step", 0))
+    workers = Workers(cfg, families, zoo.slots)
+    workers.start_rollout(os.path.join(checkpoint, "policy"))
     n_tasks = sum(len(p) for p in families.heldout.values()) * len(profiles)
     progress.note(f"policy: {n_tasks} held-out episodes ({', '.join(profiles)}) ...")
-    scored = tr.eval_records()
-    for r in scored:
-        r["reward"] = r.pop("eval_reward")
-    _write(tdir, POLICY, tr.run_id, tr.step, scored)
+    scored = heldout_records(cfg, zoo, families, workers.pool, step)
+    _write(tdir, POLICY, run_id, step, scored)
 
     frames_train = [q.question_id for q in families.train.get(FRAMES, [])]
     frames_heldout = [q.question_id for q in families.heldout.get(FRAMES, [])]
@@ -156,14 +165,14 @@ def run_eval(checkpoint: str, run_dir: str, cfg: OrchestraConfig, zoo: Zoo, fami
             picks, meta_router = router_choices(cfg, zoo, families, run_dir, answers, frames_heldout, questions,
                                                 profiles, progress, router_iterations)
         for method, rows in baseline_records(answers, frames_heldout, zoo.slots, profiles, plan, cfg.run.seed, picks).items():
-            _write(tdir, method, tr.run_id, tr.step, rows)
+            _write(tdir, method, run_id, step, [Sample(**r) for r in rows])
         baselines = {"cheapest": plan.cheapest, "strongest": plan.strongest,
                      "cascades": {p: list(c) for p, c in plan.cascades.items()}}
     else:
         baselines = {"cheapest": "-", "strongest": "-", "cascades": {}}
 
     meta = {
-        "run_id": tr.run_id, "checkpoint": checkpoint, "checkpoint_name": name, "step": tr.step,
+        "run_id": run_id, "checkpoint": checkpoint, "checkpoint_name": name, "step": step,
         "profiles": list(profiles), "profile_weights": profiles, "temperature": cfg.eval.temperature,
         "bootstrap_samples": cfg.eval.bootstrap_samples, "seed": cfg.run.seed,
         "split_sizes": {"train": {f: len(p) for f, p in families.train.items()},
@@ -177,12 +186,11 @@ def run_eval(checkpoint: str, run_dir: str, cfg: OrchestraConfig, zoo: Zoo, fami
     return eval_dir
 
 
-def _write(tdir: str, method: str, run_id: str, step: int, records: List[dict]) -> None:
-    for r in records:
-        r.setdefault("advantage", 0.0)
-        r.setdefault("kept", False)
+def _write(tdir: str, method: str, run_id: str, step: int, samples: List[Sample]) -> None:
+    for s in samples:
+        s.advantage, s.kept = 0.0, False  # evaluated, not trained on
     final = os.path.join(tdir, method_file(method))
-    pq.write_table(trajectory_rows(run_id, step, records), final + ".tmp")
+    pq.write_table(trajectory_rows(run_id, step, samples), final + ".tmp")
     os.replace(final + ".tmp", final)
 
 

@@ -16,12 +16,16 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from orchestra_ray.families.task import Task
+from orchestra_ray.grpo.ledger import StepLedger
+from orchestra_ray.rollout.sample import Sample
 
 
 @dataclass
 class Collected:
-    records: List[dict]
-    books: Dict[str, Any]  # the step's ledger, closed
+    """What the collect stage hands to scoring (pipelines/step.py)."""
+
+    samples: List[Sample]  # every sample of the step's groups, in task order
+    ledger: StepLedger  # the step's; scoring closes it and checks the samples against it
     seconds: float  # wall time of the rollouts themselves
 
 

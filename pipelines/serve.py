@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
-import ray
 from ray import serve
 
-from actors.experts import start_experts
 from actors.orchestrator_serve import PolicySpec, orchestrator_application
 from orchestra_ray.config import OrchestraConfig
 from orchestra_ray.errors import ConfigError
-from orchestra_ray.rollout.episode import BASIC_TOOLS, EpisodeLimits
+from orchestra_ray.rollout.episode import episode_limits
+from orchestra_ray.rollout.tool_router import BASIC_TOOLS
 from orchestra_ray.families.frames import load_questions
 from orchestra_ray.grpo.preferences import PreferenceError, profile_vector
 from orchestra_ray.serving.api import ApiSpec
@@ -28,6 +27,7 @@ from orchestra_ray.serving.config import ServingConfig, load_serving_config, spl
 from orchestra_ray.families.task import FRAMES
 from pipelines.eval import eval_config, resolve_checkpoint
 from pipelines.families import load_families
+from pipelines.workers import Workers
 from pipelines.zoo import load_zoo
 
 
@@ -40,16 +40,15 @@ class Served:
     base_url: str  # the OpenAI base URL, ending in /v1
     model_name: str
     app_name: str
-    experts: Dict[str, Any] = field(default_factory=dict)
-    search: Any = None
+    workers: Optional[Workers] = None  # the experts and the search actor the application calls
     started_serve: bool = False
 
     def shutdown(self) -> None:
         """Removes the application and the actors it called; stops Serve if it was started here."""
         if self.app_name in serve.status().applications:
             serve.delete(self.app_name)
-        for h in list(self.experts.values()) + ([self.search] if self.search is not None else []):
-            ray.kill(h)
+        if self.workers is not None:
+            self.workers.stop()
         if self.started_serve:
             serve.shutdown()
 
@@ -86,17 +85,15 @@ def start_serving(checkpoint: str, cfg: OrchestraConfig, scfg: ServingConfig) ->
     except PreferenceError as exc:
         raise ConfigError(f"invalid value for config key 'serving.default_profile': {exc}") from None
     system, tools = families.toolsets[FRAMES]
-    r = cfg.rollout
     # The episode limits of the run's rollout workers; a request may lower max_turns.
-    limits = EpisodeLimits(scfg.max_turns, r.max_new_tokens, r.max_total_tokens, cfg.zoo.max_response_chars,
-                           domain_call_latency_s=cfg.tools.domain_call_latency_s)
+    limits = episode_limits(cfg, scfg.max_turns)
     spec = PolicySpec(os.path.join(checkpoint, "policy"), system, tuple(tools), limits, cfg.policy.dtype,
                       cfg.policy.device, scfg.torch_threads, scfg.expert_timeout_s)
     questions = {q.question_id: (q.problem, q.answer) for q in load_questions(cfg.data.path)}
     api = ApiSpec(scfg.model_name, tuple(zoo.slots), tuple(t.name for t in tools if t.name in BASIC_TOOLS), questions,
                   scfg.default_profile, scfg.max_turns, scfg.temperature)
 
-    served = Served("", scfg.model_name, scfg.app_name)
+    served = Served("", scfg.model_name, scfg.app_name, Workers(cfg, families, zoo.slots))
     try:
         client = _get_global_client()
     except RayServeException:
@@ -106,16 +103,11 @@ def start_serving(checkpoint: str, cfg: OrchestraConfig, scfg: ServingConfig) ->
         served.started_serve = True
         client = _get_global_client()
     try:
-        served.experts = start_experts(cfg, cfg.data.path)
-        if cfg.tools.search.corpus:
-            from actors.search_tool import start_search_actor
-
-            try:
-                served.search = start_search_actor(cfg.tools.search)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
-        ray.get([h.ready.remote() for h in served.experts.values()])
-        app = orchestrator_application(spec, api, served.experts, served.search, scfg)
+        workers = served.workers
+        workers.start_experts()
+        workers.start_tools(code=False)  # the served toolset runs no code
+        workers.wait_experts()
+        app = orchestrator_application(spec, api, workers.experts, workers.search, scfg)
         try:
             serve.run(app, name=scfg.app_name, route_prefix=scfg.route_prefix)
         except RuntimeError as exc:  # Serve reports a replica that cannot start with its whole traceback

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from orchestra_ray.grpo.advantages import FilterCounts, advantages_with_filters, grouped_advantages
+from orchestra_ray.grpo.advantages import grouped_advantages
+from orchestra_ray.grpo.scoring import FilterCounts, advantages_with_filters
 
 
 def test_grpo_advantages_match_hand_computation_population_std():

@@ -42,7 +42,7 @@ def trainer(tmp_path_factory, frames_dir):
     try:
         connect(cfg, cluster.address)
         tr = Trainer(cfg, zoo, new_run_dir(cfg, "quickstart"), Progress(), load_families(cfg, zoo))
-        tr.start_actors(tr.policy_path())
+        tr.workers.start(tr.policy_path())
         ray.get(tr.learner.publish.remote())
         yield tr, cluster
     finally:

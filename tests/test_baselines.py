@@ -5,6 +5,7 @@ import pytest
 from orchestra_ray.reports.baselines import (Answer, baseline_records, best_cascade, cascade_asked, cheapest_slot, oracle_slot,
                                      plan_baselines, strongest_slot)
 from orchestra_ray.grpo.preferences import COST, LATENCY, OUTCOME, calls_metric, profile_vector
+from orchestra_ray.rollout.sample import Sample
 from orchestra_ray.rollout.trajectory import trajectory_rows
 
 SLOTS = ["cheap", "big", "wrong"]
@@ -66,7 +67,7 @@ def test_baseline_records_cover_every_method_profile_and_question_in_the_traject
     assert set(out) == {"arm:cheap", "arm:big", "arm:wrong", "random", "cheapest", "strongest", "cascade", "oracle", "router"}
     for method, rows in out.items():
         assert len(rows) == len(profiles) * len(heldout)
-        assert trajectory_rows("run", 0, rows).num_rows == len(rows)
+        assert trajectory_rows("run", 0, [Sample(**r) for r in rows]).num_rows == len(rows)
     q7 = [r for r in out["cascade"] if r["question_id"] == "q7" and r["preference_profile"] == "balanced"][0]
     # q7: "cheap" abstains, so "big" is asked too: both billed, "big" relayed.
     assert q7["metrics"][calls_metric("cheap")] == 1 and q7["metrics"][calls_metric("big")] == 1

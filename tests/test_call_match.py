@@ -3,6 +3,7 @@
 import json
 
 from orchestra_ray.families.domains.call_match import call_match, summarise_call_match
+from orchestra_ray.rollout.sample import Sample
 
 GOLD = [("cancel_reservation", {"reservation_id": "R6991"}),
         ("book_flight", {"customer_id": "C9711", "flight_no": "OR590", "passengers": 2}),
@@ -35,9 +36,9 @@ def test_unparseable_arguments_match_no_value():
 
 
 def test_summary_pools_over_episodes_with_gold_only():
-    rows = [{"question_id": "t1", "tool_calls": [call("cancel_reservation", reservation_id="R6991")]},
-            {"question_id": "t2", "tool_calls": [call("cancel_reservation", reservation_id="R1")]},
-            {"question_id": "frames-7", "tool_calls": [call("call_expert", expert="gpt-5-mini")]}]
+    rows = [Sample(question_id="t1", tool_calls=[call("cancel_reservation", reservation_id="R6991")]),
+            Sample(question_id="t2", tool_calls=[call("cancel_reservation", reservation_id="R1")]),
+            Sample(question_id="frames-7", tool_calls=[call("call_expert", expert="gpt-5-mini")])]
     gold = {"t1": GOLD[:1], "t2": GOLD[:1]}
     assert summarise_call_match(rows, gold) == {"function_match": 1.0, "argument_match": 0.5}
     assert summarise_call_match([], gold) == {"function_match": 0.0, "argument_match": 0.0}

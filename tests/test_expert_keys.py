@@ -11,7 +11,7 @@ import pytest
 import ray
 from starlette.responses import JSONResponse
 
-from actors.experts import make_expert, start_experts
+from actors.experts import ExpertsSpec, make_expert, start_experts
 from orchestra_ray.config import ExpertSlotConfig
 from orchestra_ray.config_load import load_config
 from orchestra_ray.errors import ConfigError
@@ -145,7 +145,7 @@ def zoo_config(tmp_path, frames_dir, url: str, slots) -> object:
 
 def test_expert_actors_use_the_key_and_keep_it(cluster, server, tmp_path, frames_dir):
     cfg = zoo_config(tmp_path, frames_dir, server, [("good", GOOD_VAR), ("wrong", WRONG_VAR)])
-    handles = start_experts(cfg, frames_dir)
+    handles = start_experts(ExpertsSpec.from_config(cfg, frames_dir))
     try:
         ok = ray.get(handles["good"].respond.remote(REQ))
         assert isinstance(ok, ExpertResponse) and ok.text == "Paris" and ok.latency > 0
@@ -162,7 +162,7 @@ def test_expert_actors_use_the_key_and_keep_it(cluster, server, tmp_path, frames
 def test_unset_variable_stops_the_start_with_its_name(cluster, server, tmp_path, frames_dir):
     cfg = zoo_config(tmp_path, frames_dir, server, [("good", GOOD_VAR), ("unset", UNSET_VAR)])
     with pytest.raises(ConfigError) as info:
-        start_experts(cfg, frames_dir)
+        start_experts(ExpertsSpec.from_config(cfg, frames_dir))
     msg = str(info.value)
     assert UNSET_VAR in msg and "'unset'" in msg and "\n" not in msg
     no_key_in(msg)

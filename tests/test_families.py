@@ -7,6 +7,7 @@ from orchestra_ray.families.arithmetic import generate_arithmetic
 from orchestra_ray.reports.evaluation import score_records, summarise_families, tool_share
 from orchestra_ray.families.grading import judge_number
 from orchestra_ray.families.task import ARITHMETIC, DOMAIN, FRAMES, MixedTaskSampler, Problem
+from orchestra_ray.rollout.sample import Sample
 
 SLOTS = ["a", "b"]
 
@@ -66,8 +67,8 @@ def test_arithmetic_problems_are_distinct_deterministic_and_gold_is_the_programs
 
 
 def _record(family, qid, outcome, calls, cost=0.0):
-    return {"family": family, "question_id": qid, "metrics": {"outcome": float(outcome), "cost": cost, "latency": 0.1},
-            "preference": {"outcome": 0.5, "cost": 0.3, "latency": 0.2}, "format_errors": [], "tool_calls": calls}
+    return Sample(family=family, question_id=qid, metrics={"outcome": float(outcome), "cost": cost, "latency": 0.1},
+                  preference={"outcome": 0.5, "cost": 0.3, "latency": 0.2}, format_errors=[], tool_calls=calls)
 
 
 def _call(name, expert="", input_tokens=0):
@@ -82,7 +83,7 @@ def test_per_family_summary_and_tool_share():
     ]
     scored = score_records(records, anchors={})
     # No experts to anchor on: the evaluation reward is P_outcome * outcome.
-    assert [r["eval_reward"] for r in scored] == [0.5, 0.0, 0.5]
+    assert [r.reward for r in scored] == [0.5, 0.0, 0.5]
     fams = summarise_families(scored)
     assert fams[ARITHMETIC]["accuracy"] == 0.5 and fams[ARITHMETIC]["n"] == 2
     assert fams[ARITHMETIC]["tool_share"] == {"run_python": 1.0}
@@ -92,4 +93,4 @@ def test_per_family_summary_and_tool_share():
 def test_tool_share_counts_an_unconsulted_answer_as_its_expert_and_a_relay_as_nothing():
     rows = [{"tool_calls": [_call("call_expert", "a", 50), _call("answer", "a", 0)]},
             {"tool_calls": [_call("answer", "b", 50)]}]
-    assert tool_share(rows) == {"a": 0.5, "b": 0.5}
+    assert tool_share(r["tool_calls"] for r in rows) == {"a": 0.5, "b": 0.5}

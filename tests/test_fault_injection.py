@@ -30,10 +30,9 @@ def start_trainer(cfg):
     zoo = load_zoo(cfg)
     tr = Trainer(cfg, zoo, new_run_dir(cfg, "quickstart"), Progress(), load_families(cfg, zoo))
     path = tr.policy_path()
-    tr.start_actors(path)
+    tr.workers.start(path)
     ray.get(tr.learner.publish.remote())
-    if cfg.trainer.kl_coef > 0:
-        tr.start_reference(path)
+    tr.workers.start_reference(path)  # none when trainer.kl_coef = 0
     return tr
 
 

@@ -14,6 +14,7 @@ import math
 import random
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 import pyarrow.parquet as pq
@@ -24,8 +25,9 @@ from orchestra_ray.config_load import load_config
 from orchestra_ray.families.domains import DomainToolError
 from orchestra_ray.families.domains.database import Database
 from orchestra_ray.policy.engine import Generation
-from orchestra_ray.rollout.episode import EpisodeLimits, ToolOutcome, episode_record, new_episodes, run_episodes
-from orchestra_ray.experts.base import ExpertError
+from orchestra_ray.rollout.episode import EpisodeLimits, episode_record, new_episodes, run_episodes
+from orchestra_ray.rollout.tool_router import ToolOutcome
+from orchestra_ray.experts.base import InProcessExperts
 from orchestra_ray.rollout.failures import DATA
 from orchestra_ray.rollout.parsing import FormatError, ParseResult, parse_tool_calls
 from orchestra_ray.grpo.preferences import profile_vector
@@ -333,22 +335,14 @@ class ScriptedPolicy:
         return out
 
 
-class LocalTools:
+class LocalTools(InProcessExperts):
     """What the rollout worker reaches through RayToolClient, in-process: the replay experts, the
     sandboxed interpreter and the search index."""
 
     def __init__(self, experts, index):
-        self.experts, self.index = experts, index
+        super().__init__(experts)
+        self.index = index
         self.sandbox: Dict[str, CodeResult] = {}  # by program: each distinct one runs once
-
-    def respond_many(self, requests):
-        out = []
-        for slot, req in requests:
-            try:
-                out.append(self.experts[slot].respond(req))
-            except ExpertError as exc:
-                out.append(exc)
-        return out
 
     def run_tools(self, calls):
         out = []
@@ -588,8 +582,8 @@ def test_dispatch_records_every_bad_turn_and_never_raises(world, corpus_of_outpu
                 assert replay.state_hash() == ep.env.state_hash()
         episodes_all.extend(eps)
     # The driver's side: each episode's record becomes a trajectory row in Parquet.
-    records = [dict(episode_record(ep, zoo.slots), reward=0.0, advantage=0.0, kept=True, zero_variance=False,
-                    has_format_error=bool(ep.format_errors), no_answer=not ep.has_answer) for ep in episodes_all]
+    records = [replace(episode_record(ep, zoo.slots), reward=0.0, advantage=0.0, kept=True, zero_variance=False,
+                       has_format_error=bool(ep.format_errors), no_answer=not ep.has_answer) for ep in episodes_all]
     pq.write_table(trajectory_rows("fuzz", 0, records), str(tmp_path / "trajectory.parquet"))
     elapsed = time.monotonic() - t0
     print(f"\nfuzz/dispatch: {played} generations in {len(episodes_all)} episodes, {format_errors} format errors, "

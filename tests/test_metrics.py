@@ -10,7 +10,7 @@ import pytest
 import ray
 
 from actors.code_interpreter import start_code_pool
-from actors.experts import start_experts
+from actors.experts import ExpertsSpec, start_experts
 from actors.metrics import CATALOGUE
 from orchestra_ray.config_load import load_config
 from orchestra_ray.experts.base import ExpertError, ExpertRequest
@@ -62,7 +62,7 @@ def cluster(tmp_path_factory, frames_dir):
         # sandbox, and an expert asked about a question it has no recorded answer for.
         pool = start_code_pool(SandboxConfig(), CodePoolConfig(min_workers=1, max_workers=1, num_cpus=0))
         assert not ray.get(pool.execute.remote("raise SystemExit(3)")).ok
-        experts = start_experts(cfg, cfg.data.path)
+        experts = start_experts(ExpertsSpec.from_config(cfg))
         name = cfg.zoo.experts[0].name
         answer = ray.get(experts[name].respond.remote(ExpertRequest(task_id="no-such-question", messages=[])))
         assert isinstance(answer, ExpertError)

@@ -15,7 +15,7 @@ import ray
 from ray import serve
 from ray.serve.schema import ServeInstanceDetails
 
-from actors.experts import HEAD_NODE_RESOURCE, ExpertActor, start_experts
+from actors.experts import HEAD_NODE_RESOURCE, ExpertActor, ExpertsSpec, start_experts
 from actors.serve_expert import deploy_chat_model
 from orchestra_ray.config import ServeConfig, TinyModelConfig
 from orchestra_ray.config_load import load_config
@@ -126,7 +126,7 @@ def test_server_caps_answer_length(client, tokenizer):
 
 
 def test_expert_actor_bills_yaml_prices_and_measures_latency(cfg, base_url, tokenizer, frames_dir):
-    handles = start_experts(cfg, frames_dir)
+    handles = start_experts(ExpertsSpec.from_config(cfg, frames_dir))
     try:
         r = ray.get(handles[SLOT].respond.remote(ExpertRequest("q1", QUESTION)))
         assert isinstance(r, ExpertResponse), r
@@ -207,7 +207,7 @@ def test_replica_that_cannot_fit_is_a_config_error(model_dir, tmp_path, frames_d
     # Serve would wait forever for a GPU this cluster does not have.
     needs_gpu = load(model_dir, tmp_path, frames_dir, "zoo.experts.0.serve.num_gpus=1")
     with pytest.raises(ConfigError, match=r"zoo\.experts\.0\.serve\.num_gpus.*cluster has 0"):
-        start_experts(needs_gpu, frames_dir)
+        start_experts(ExpertsSpec.from_config(needs_gpu, frames_dir))
 
 
 def test_model_that_cannot_load_is_a_one_line_error(tmp_path, client, tokenizer):

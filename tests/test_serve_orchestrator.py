@@ -203,7 +203,7 @@ def test_serve_command_checks_its_settings_before_starting(checkpoint, capsys):
 def test_an_expert_that_is_gone_is_skipped_and_the_request_completes(served, client):
     s, cfg, zoo = served
     strongest = cfg.zoo.strongest
-    ray.kill(s.experts[strongest], no_restart=True)
+    ray.kill(s.workers.experts[strongest], no_restart=True)
     q = zoo.heldout[0]
     t0 = time.monotonic()
     out, trace = ask(client, served, q, question_id=q.question_id, preference="accuracy-first")

@@ -56,11 +56,11 @@ def run_schedule(depth, steps, seed):
     seen = []
     for step in range(1, steps + 1):
         got, position = ahead.take(step)
-        assert got.records[0]["tasks"] == [f"task-{step}"]
+        assert got.samples[0]["tasks"] == [f"task-{step}"]
         # The checkpoint after this step records the data position after its own tasks, not after
         # the tasks drawn for the steps already running ahead.
         assert position == step
-        seen.append(staleness(got.records[0]["weight_version"], learner.version))
+        seen.append(staleness(got.samples[0]["weight_version"], learner.version))
         learner.train(rng)
     ahead.close()
     assert drawn == list(range(1, steps + 1))  # no step drawn twice or beyond the last

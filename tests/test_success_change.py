@@ -6,11 +6,12 @@ import pytest
 
 from orchestra_ray.reports.evaluation import compare_outcomes, episode_outcomes
 from orchestra_ray.families.task import DOMAIN, FRAMES
+from orchestra_ray.rollout.sample import Sample
 from pipelines.progress import format_summary
 
 
 def _scored(family, qid, profile, outcome):
-    return {"family": family, "question_id": qid, "preference_profile": profile, "metrics": {"outcome": outcome}}
+    return Sample(family=family, question_id=qid, preference_profile=profile, metrics={"outcome": outcome})
 
 
 def test_episodes_are_keyed_by_family_task_and_profile():

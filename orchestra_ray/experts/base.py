@@ -4,7 +4,7 @@ tokens, cost, latency) out. The replay backend answers with what a real model re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple, Union
 
 from orchestra_ray.families.frames import RecordedResponse
 from orchestra_ray.experts.pricing import PriceTable
@@ -73,3 +73,20 @@ class ReplayExpert:
             latency=self.prices.latency(self.slot, out_tok),
             grade=rec.grade,
         )
+
+
+class InProcessExperts:
+    """Experts called in this process, one request after another (the warm start's replay experts):
+    a failed call comes back as its `ExpertError`, as from the expert actors."""
+
+    def __init__(self, experts: Dict[str, ReplayExpert]):
+        self.experts = experts
+
+    def respond_many(self, requests: List[Tuple[str, ExpertRequest]]) -> List[Union[ExpertResponse, ExpertError]]:
+        out: List[Union[ExpertResponse, ExpertError]] = []
+        for slot, request in requests:
+            try:
+                out.append(self.experts[slot].respond(request))
+            except ExpertError as exc:
+                out.append(exc)
+        return out

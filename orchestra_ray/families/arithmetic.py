@@ -1,15 +1,19 @@
 """Arithmetic and small data problems: the family where the code interpreter is the cheapest correct
 tool. A language model guessing `4821 * 377 - 1290` is usually wrong; one `run_python` call is right
 and costs nothing but a fraction of a second. Each problem comes with the program that solves it,
-which the warm-start demonstrations use."""
+which the warm-start demonstrations use (`ArithmeticFamily`: judged by numeric match)."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Callable, List, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
-from orchestra_ray.families.task import ARITHMETIC, Problem
+from orchestra_ray.families.family import EpisodeState, Loaded, TaskFamily
+from orchestra_ray.families.grading import judge_number
+from orchestra_ray.families.task import ARITHMETIC, Problem, split_problems
+from orchestra_ray.rollout.chat import task_prompt
+from orchestra_ray.tools.spec import code_tool, text_answer_tool
 
 WORDS = ["strawberry", "banana", "mississippi", "parallel", "bookkeeper", "committee", "assessment",
          "cinnamon", "possession", "tennessee", "balloon", "coffee", "referee", "success", "address"]
@@ -80,3 +84,25 @@ def _evaluate(code: str) -> str:
     lines: List[str] = []
     exec(compile(code, "<arithmetic>", "exec"), {"print": lambda *a: lines.append(" ".join(map(str, a)))})
     return lines[-1]
+
+
+class ArithmeticFamily(TaskFamily):
+    """The code interpreter and a free-text answer; an answer is right when its number is the gold.
+    A demonstration runs the problem's program, then answers with its printed value."""
+
+    name = ARITHMETIC
+
+    @classmethod
+    def load(cls, cfg: Any, zoo: Any) -> Loaded:
+        a = cfg.families.arithmetic
+        tools = [code_tool(), text_answer_tool("Give the final answer and end.")]
+        toolsets = {ARITHMETIC: (task_prompt("Solve the user's problem: compute with tools, then answer.", tools), tools)}
+        problems = generate_arithmetic(a.problems, a.seed)
+        reference = {p.problem.question_id: [("run_python", {"code": p.code}), ("answer", {"text": p.problem.answer})]
+                     for p in problems}
+        train, heldout = split_problems([p.problem for p in problems], cfg.data.heldout_fraction, cfg.families.max_heldout)
+        return Loaded(cls(toolsets, reference), train, heldout)
+
+    @classmethod
+    def judge(cls, answer: str, task: Any, state: Optional[EpisodeState]) -> bool:
+        return judge_number(answer, task.gold)

@@ -1,11 +1,13 @@
-"""Warm-start demonstrations.
+"""Warm-start demonstrations: a family's demonstration calls (`TaskFamily.demonstration`) laid out
+as a scripted episode, each call's observation got by running it for real (through the tool router),
+so the observations are the ones the policy will see.
 
 FRAMES: a demonstration asks one expert and relays its answer. Which one is the demonstrator's
 habit: the "God model" one the paper criticises (always the strongest, most expensive expert), or
 the choice a prompted model makes from the system prompt alone (`listed_choice`). Neither knows
 how often each expert is right on the data, so whatever the policy gains on that is learned by RL,
 not copied. Other families: a reference solution (the gold actions of a domain task, the program of
-an arithmetic problem), executed for real so the observations are the ones the policy will see.
+an arithmetic problem).
 """
 
 from __future__ import annotations
@@ -15,9 +17,7 @@ import random
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from orchestra_ray.rollout.chat import ChatFormat, SlotCard, tool_call_text
-from orchestra_ray.experts.base import ExpertRequest, ReplayExpert
 from orchestra_ray.grpo.preferences import COST, LATENCY, OUTCOME, calls_metric
-from orchestra_ray.families.task import Task
 
 
 def scripted_demo(
@@ -71,13 +71,3 @@ def listed_choice(cards: Sequence[SlotCard], strongest: str, weights: Dict[str, 
     odds = [math.exp((x - top) / temperature) for x in scores]
     return (rng or random.Random()).choices([c.name for c in cards], weights=odds)[0]
 
-
-def relay_demo(chat: ChatFormat, system: str, user: str, task: Task, expert: ReplayExpert, max_response_chars: int) -> dict:
-    """call_expert(slot) -> its answer -> answer(expert=slot)."""
-    slot = expert.slot
-
-    def observe(name: str, args: Dict) -> str:
-        resp = expert.respond(ExpertRequest(task.question_id, [{"role": "user", "content": task.question}]))
-        return f"{slot}: {resp.text[:max_response_chars]}"
-
-    return scripted_demo(chat, system, user, [("call_expert", {"expert": slot}), ("answer", {"expert": slot})], observe)

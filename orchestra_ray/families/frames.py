@@ -1,4 +1,5 @@
-"""The FRAMES replay data set: questions, gold answers, and every arm's recorded answer and grade.
+"""The FRAMES replay data set: questions, gold answers, and every arm's recorded answer and grade;
+and the FRAMES task family (`FramesFamily`): questions the policy routes among the zoo's experts.
 
 Files are checked on load; a missing file, column or wrongly typed column, an empty or repeated id
 or an unknown grade is a `DataError` naming the file and the column. The train / held-out split is a
@@ -9,13 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestra_ray.errors import DataError
+from orchestra_ray.families.demos import listed_choice
+from orchestra_ray.families.family import Call, EpisodeState, Loaded, TaskFamily
+from orchestra_ray.families.grading import judge_free_text
+from orchestra_ray.rollout.chat import SlotCard
+from orchestra_ray.tools.spec import ToolSpec, expert_tools, search_tool
 
 QUESTIONS_FILE = "questions.parquet"
 RESPONSES_FILE = "responses.parquet"
@@ -30,6 +37,7 @@ RESPONSE_COLUMNS = {
 
 
 GRADES = ("A", "B", "C")
+FRAMES = "frames"  # the family's name (Task.family), and its one toolset's
 
 
 @dataclass(frozen=True)
@@ -126,3 +134,37 @@ def split_questions(questions: Sequence[Question], heldout_fraction: float) -> T
         raise DataError(f"{where}split of {len(questions)} questions with data.heldout_fraction={heldout_fraction} "
                         f"leaves the {'train' if not train else 'held-out'} split empty")
     return train, heldout
+
+
+class FramesFamily(TaskFamily):
+    """FRAMES questions: the zoo's experts (and search, when a corpus is set), judged by normalised
+    match with the gold answer. A demonstration consults one expert and relays its answer; which one
+    is the demonstrator's habit (`warm_start.demonstrator`): always the strongest (the "God model"
+    one the paper criticises), or the one the task's preference picks from the system prompt's
+    listing (`demos.listed_choice`)."""
+
+    name = FRAMES
+    always_loaded = True
+
+    def __init__(self, system_prompt: str, tools: Sequence[ToolSpec], strongest: str, demonstrator: str = "strongest",
+                 cards: Sequence[SlotCard] = (), temperature: float = 0.0):
+        super().__init__({FRAMES: (system_prompt, list(tools))})
+        self.strongest, self.demonstrator = strongest, demonstrator
+        self.cards, self.temperature = list(cards), temperature
+
+    @classmethod
+    def load(cls, cfg: Any, zoo: Any) -> Loaded:
+        tools = expert_tools(zoo.slots) + ([search_tool()] if cfg.tools.search.corpus else [])
+        w = cfg.warm_start
+        family = cls(zoo.system_prompt, tools, cfg.zoo.strongest, w.demonstrator, zoo.cards, w.demonstrator_temperature)
+        return Loaded(family, list(zoo.train), list(zoo.heldout))
+
+    @classmethod
+    def judge(cls, answer: str, task: Any, state: Optional[EpisodeState]) -> bool:
+        return judge_free_text(answer, task.gold)
+
+    def demonstration(self, task: Any, rng: random.Random) -> List[Call]:
+        slot = self.strongest
+        if self.demonstrator == "preference":
+            slot = listed_choice(self.cards, self.strongest, task.preference.weights, self.temperature, rng)
+        return [("call_expert", {"expert": slot}), ("answer", {"expert": slot})]

@@ -7,15 +7,16 @@ outcome is judged and the toolset which tools the policy sees.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
-from orchestra_ray.families.frames import Question
+from orchestra_ray.families.frames import FRAMES, Question, is_heldout
 from orchestra_ray.grpo.preferences import PreferenceVector, profile_vector
 
 
-FRAMES, DOMAIN, ARITHMETIC = "frames", "domain", "arithmetic"
+DOMAIN, ARITHMETIC = "domain", "arithmetic"
 
 
 @dataclass(frozen=True)
@@ -145,3 +146,16 @@ def demo_tasks(questions: Sequence[Source], profiles: Sequence[str], slots: Sequ
     rng = random.Random(f"{seed}-demos")
     picks: List[Tuple[Source, str]] = [(rng.choice(list(questions)), rng.choice(list(profiles))) for _ in range(n)]
     return [make_task(f"demo-{i}", q, profile_vector(p, slots)) for i, (q, p) in enumerate(picks)]
+
+
+def by_id_hash(problems: Sequence[Source]) -> List[Source]:
+    """Ordered by a hash of the id, so that any first few keep a spread of domains and templates."""
+    return sorted(problems, key=lambda p: hashlib.sha256(p.question_id.encode()).hexdigest())
+
+
+def split_problems(problems: Sequence[Source], fraction: float, max_heldout: int) -> Tuple[List[Source], List[Source]]:
+    """(train, held-out) of a generated family, by question id as FRAMES is split; the held-out
+    problems in id-hash order, the first `max_heldout` of them when it is set."""
+    train = [p for p in problems if not is_heldout(p.question_id, fraction)]
+    heldout = by_id_hash([p for p in problems if is_heldout(p.question_id, fraction)])
+    return train, heldout[:max_heldout] if max_heldout else heldout

@@ -18,12 +18,18 @@ class LossOutput:
     stats: Dict[str, float]
 
 
-def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Log-prob of token t+1 given the prefix, aligned to position t+1 (position 0 gets 0)."""
-    logits = logits[:, :-1, :].float()
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Log-prob of each target token under softmax(logits / temperature), in float32; `logits` has
+    one more (vocabulary) dimension than `targets`. The one place token log-probs are computed."""
+    logits = logits.float()
     if temperature and temperature != 1.0:
         logits = logits / temperature
-    lp = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Log-prob of token t+1 given the prefix, aligned to position t+1 (position 0 gets 0)."""
+    lp = target_logprobs(logits[:, :-1, :], input_ids[:, 1:], temperature)
     return torch.cat([torch.zeros_like(lp[:, :1]), lp], dim=1)
 
 

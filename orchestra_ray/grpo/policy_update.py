@@ -9,7 +9,8 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from orchestra_ray.grpo.loss import policy_loss, sft_loss, token_logprobs
+from orchestra_ray.grpo.loss import policy_loss, sft_loss, target_logprobs, token_logprobs
+from orchestra_ray.rollout.sample import TrainBatch
 
 
 def pad_right(rows: Sequence[Sequence[float]], value, dtype) -> torch.Tensor:
@@ -53,10 +54,8 @@ def sequence_logprobs(model, token_ids: Sequence[Sequence[int]], temperature: fl
     want[:, 0] = False  # nothing predicts the first token
     rows, cols = want.nonzero(as_tuple=True)
     hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state
-    logits = head(hidden[rows, cols - 1]).float()  # position t is predicted from t-1
-    if temperature and temperature != 1.0:
-        logits = logits / temperature
-    picked = torch.log_softmax(logits, dim=-1).gather(-1, ids[rows, cols].unsqueeze(-1)).squeeze(-1)
+    logits = head(hidden[rows, cols - 1])  # position t is predicted from t-1
+    picked = target_logprobs(logits, ids[rows, cols], temperature)
     out = torch.zeros(ids.shape, dtype=picked.dtype, device=device)
     return out.index_put((rows, cols), picked)
 
@@ -81,7 +80,7 @@ def _micro_batches(n: int, size: int):
 def grpo_update(
     model,
     optimizer,
-    samples: Sequence[dict],
+    batch: TrainBatch,
     ref_logprobs: Optional[Sequence[Sequence[float]]],
     *,
     clip_low: float,
@@ -94,34 +93,35 @@ def grpo_update(
     temperature: float = 1.0,
     generator: Optional[torch.Generator] = None,
 ) -> Dict[str, float]:
-    """PPO-clip steps over the kept samples. Each sample holds token_ids, loss_mask,
-    rollout_logprobs (the old policy) and advantage. Loss is a token-mean over each mini-batch."""
+    """PPO-clip steps over the kept samples of `batch`; its rollout log-probs are the old policy's.
+    Loss is a token-mean over each mini-batch."""
     model.train()
     device = next(model.parameters()).device
     stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0, "grad_norm": 0.0}
     n_updates = 0
     for _ in range(epochs):
-        order = torch.randperm(len(samples), generator=generator).tolist() if mini_batches > 1 else list(range(len(samples)))
-        per = max(1, len(samples) // mini_batches)
+        order = torch.randperm(len(batch), generator=generator).tolist() if mini_batches > 1 else list(range(len(batch)))
+        per = max(1, len(batch) // mini_batches)
         for m in range(mini_batches):
             idx = order[m * per : (m + 1) * per] if m < mini_batches - 1 else order[m * per :]
             if not idx:
                 continue
-            tokens = float(sum(sum(samples[i]["loss_mask"]) for i in idx))
+            tokens = float(sum(sum(batch.loss_masks[i]) for i in idx))
             if tokens == 0:
                 continue
             optimizer.zero_grad(set_to_none=True)
             mb_stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0}
             for mb in _micro_batches(len(idx), micro_batch_size):
-                rows = [samples[idx[j]] for j in mb]
-                lp = sequence_logprobs(model, [r["token_ids"] for r in rows], temperature, masks=[r["loss_mask"] for r in rows])
-                mask = pad_right([r["loss_mask"] for r in rows], 0, torch.float32).to(device)
+                rows = [idx[j] for j in mb]
+                masks = [batch.loss_masks[i] for i in rows]
+                lp = sequence_logprobs(model, [batch.token_ids[i] for i in rows], temperature, masks=masks)
+                mask = pad_right(masks, 0, torch.float32).to(device)
                 mask[:, 0] = 0.0  # nothing predicts the first token
-                old = pad_right([r["rollout_logprobs"] for r in rows], 0.0, torch.float32).to(device)
+                old = pad_right([batch.rollout_logprobs[i] for i in rows], 0.0, torch.float32).to(device)
                 ref = None
                 if ref_logprobs is not None:
-                    ref = pad_right([ref_logprobs[idx[j]] for j in mb], 0.0, torch.float32).to(device)
-                adv = torch.tensor([r["advantage"] for r in rows], dtype=torch.float32, device=device)
+                    ref = pad_right([ref_logprobs[i] for i in rows], 0.0, torch.float32).to(device)
+                adv = torch.tensor([batch.advantages[i] for i in rows], dtype=torch.float32, device=device)
                 out = policy_loss(
                     lp, old, adv, mask, ref,
                     clip_low=clip_low, clip_high=clip_high, kl_coef=kl_coef, token_count=tokens,

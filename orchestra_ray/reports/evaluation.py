@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from typing import Dict, List, Mapping, Sequence, Tuple
+from dataclasses import replace
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 from orchestra_ray.experts.base import ExpertError, ExpertRequest
 from orchestra_ray.grpo.preferences import COST, LATENCY, OUTCOME, calls_metric
 from orchestra_ray.grpo.reward import anchored_reward
+from orchestra_ray.rollout.sample import Sample
 
 
 def anchor_metrics(question_id: str, question: str, experts: Mapping[str, object], slots: Sequence[str]) -> List[Dict[str, float]]:
@@ -31,68 +33,69 @@ def anchor_metrics(question_id: str, question: str, experts: Mapping[str, object
     return anchors
 
 
-def score_records(records: Sequence[dict], anchors: Mapping[str, List[Dict[str, float]]]) -> List[dict]:
-    """Adds `eval_reward` to each evaluated record (one sample per task)."""
+def score_records(records: Sequence[Sample], anchors: Mapping[str, List[Dict[str, float]]]) -> List[Sample]:
+    """Each evaluated sample (one per task) with its evaluation reward as `reward`."""
     out = []
     for r in records:
-        if r["question_id"] in anchors:
-            reward = anchored_reward(r["metrics"], anchors[r["question_id"]], r["preference"])
+        if r.question_id in anchors:
+            reward = anchored_reward(r.metrics, anchors[r.question_id], r.preference)
         else:
-            reward = r["preference"].get(OUTCOME, 0.0) * r["metrics"][OUTCOME]
-        out.append({**r, "eval_reward": reward})
+            reward = r.preference.get(OUTCOME, 0.0) * r.metrics[OUTCOME]
+        out.append(replace(r, reward=reward))
     return out
 
 
-def tool_share(rows: Sequence[dict]) -> Dict[str, float]:
-    """Share of all tool calls (answers excluded) per tool; an expert call counts as its slot."""
+def tool_share(episodes_calls: Iterable[Sequence[Mapping[str, Any]]]) -> Dict[str, float]:
+    """Share of all tool calls (answers excluded) per tool, over the episodes' call lists; an expert
+    call counts as its slot."""
     counts: Dict[str, float] = defaultdict(float)
-    for r in rows:
-        for c in r["tool_calls"]:
+    for calls in episodes_calls:
+        for c in calls:
             if c["name"] != "answer" or c["input_tokens"] > 0:  # an unconsulted answer bills its expert
                 counts[c["expert"] or c["name"]] += 1
     total = sum(counts.values()) or 1.0
     return {k: v / total for k, v in sorted(counts.items())}
 
 
-def summarise_families(scored: Sequence[dict], reward_key: str = "eval_reward") -> Dict[str, Dict[str, float]]:
-    """Per task family: reward, accuracy (success rate), cost, latency and tool-call share; training
-    steps pass reward_key="reward" (the group-normalised reward)."""
-    groups: Dict[str, List[dict]] = defaultdict(list)
+def summarise_families(scored: Sequence[Sample]) -> Dict[str, Dict[str, float]]:
+    """Per task family: reward (the evaluation's, or a training step's group-normalised one),
+    accuracy (success rate), cost, latency and tool-call share."""
+    groups: Dict[str, List[Sample]] = defaultdict(list)
     for r in scored:
-        groups[r.get("family", "frames")].append(r)
-    return {name: {**_means(rows, reward_key), "tool_share": tool_share(rows)} for name, rows in sorted(groups.items())}
+        groups[r.family].append(r)
+    return {name: {**_means(rows), "tool_share": tool_share(r.tool_calls for r in rows)} for name, rows in sorted(groups.items())}
 
 
-def _means(rows: Sequence[dict], reward_key: str = "eval_reward") -> Dict[str, float]:
+def _means(rows: Sequence[Sample]) -> Dict[str, float]:
     n = len(rows)
     return {
         "n": n,
-        "reward": sum(r[reward_key] for r in rows) / n,
-        "accuracy": sum(r["metrics"][OUTCOME] for r in rows) / n,
-        "cost": sum(r["metrics"][COST] for r in rows) / n,
-        "latency": sum(r["metrics"][LATENCY] for r in rows) / n,
-        "format_error_rate": sum(1 for r in rows if r["format_errors"]) / n,
+        "reward": sum(r.reward for r in rows) / n,
+        "accuracy": sum(r.metrics[OUTCOME] for r in rows) / n,
+        "cost": sum(r.metrics[COST] for r in rows) / n,
+        "latency": sum(r.metrics[LATENCY] for r in rows) / n,
+        "format_error_rate": sum(1 for r in rows if r.format_errors) / n,
     }
 
 
-def summarise(scored: Sequence[dict]) -> Dict[str, Dict[str, float]]:
+def summarise(scored: Sequence[Sample]) -> Dict[str, Dict[str, float]]:
     """Per profile and overall: mean reward, accuracy, cost, latency, format errors, expert shares."""
-    groups: Dict[str, List[dict]] = defaultdict(list)
+    groups: Dict[str, List[Sample]] = defaultdict(list)
     for r in scored:
-        groups[r["preference_profile"]].append(r)
+        groups[r.preference_profile].append(r)
         groups["all"].append(r)
     out = {}
     for name, rows in groups.items():
         n = len(rows)
         calls: Dict[str, float] = defaultdict(float)
         for r in rows:
-            for k, v in r["metrics"].items():
+            for k, v in r.metrics.items():
                 if k.startswith("calls:"):
                     calls[k[6:]] += v
         total_calls = sum(calls.values()) or 1.0
         out[name] = {
             **_means(rows),
-            "answer_rate": sum(1 for r in rows if r["answer_source"]) / n,
+            "answer_rate": sum(1 for r in rows if r.answer_source) / n,
             "call_share": {k: v / total_calls for k, v in sorted(calls.items())},
         }
     return out
@@ -114,20 +117,20 @@ def paired_bootstrap(
     return sum(diffs) / n, lo, hi
 
 
-def per_question_reward(scored: Sequence[dict]) -> Dict[str, float]:
+def per_question_reward(scored: Sequence[Sample]) -> Dict[str, float]:
     """Mean eval reward per question over the evaluated profiles (the bootstrap's unit)."""
     acc: Dict[str, List[float]] = defaultdict(list)
     for r in scored:
-        acc[r["question_id"]].append(r["eval_reward"])
+        acc[r.question_id].append(r.reward)
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
 
-def episode_outcomes(scored: Sequence[dict]) -> Dict[str, Dict[str, float]]:
+def episode_outcomes(scored: Sequence[Sample]) -> Dict[str, Dict[str, float]]:
     """Per task family, each evaluated episode's outcome keyed by `question_id|profile`: what lines
     up the same episodes of two evaluations."""
     out: Dict[str, Dict[str, float]] = defaultdict(dict)
     for r in scored:
-        out[r.get("family", "frames")][f"{r['question_id']}|{r['preference_profile']}"] = float(r["metrics"][OUTCOME])
+        out[r.family][f"{r.question_id}|{r.preference_profile}"] = float(r.metrics[OUTCOME])
     return dict(out)
 
 

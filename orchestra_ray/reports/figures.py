@@ -75,7 +75,7 @@ def method_figures(method: str, rows: Sequence[dict], anchors: Mapping[str, List
             accuracy_ci=bootstrap_interval(outcomes, bootstrap_samples, seed),
             cost=float(np.mean([r["metrics"][COST] for r in group])),
             latency=float(np.mean([r["metrics"][LATENCY] for r in group])),
-            reward=reward, share=tool_share(group),
+            reward=reward, share=tool_share(r["tool_calls"] for r in group),
         )
     return out
 

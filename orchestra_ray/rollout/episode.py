@@ -2,84 +2,51 @@
 observation -> generate again, until an answer or the turn limit. One implementation, used by the
 rollout workers in training and in evaluation.
 
-Three kinds of tools: experts (`call_expert`, billed per token), basic tools such as the code
-interpreter and search (reached through `ToolClient.run_tools`, all of a turn's calls at once), and
-a domain's functions, run on the episode's own database (`Episode.env`). Remote tools are reached
-through `ToolClient`, so the loop itself knows nothing of Ray.
+Tool calls go through the tool router (`orchestra_ray.rollout.tool_router`: experts, basic tools
+through `ToolClient`, a domain's functions on the episode's own database, `Episode.env`), so the loop
+itself knows nothing of Ray; answers are judged by the task's family (`TaskFamily.judge`).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from orchestra_ray.config import OrchestraConfig, RolloutConfig, ToolsConfig, ZooConfig
 from orchestra_ray.rollout.chat import ChatFormat
 from orchestra_ray.policy.engine import Engine
-from orchestra_ray.experts.base import ExpertError, ExpertRequest, ExpertResponse
-from orchestra_ray.rollout.failures import DATA
-from orchestra_ray.families.grading import judge_free_text, judge_number
+from orchestra_ray.experts.base import ExpertResponse
+from orchestra_ray.families.family import EpisodeState
+from orchestra_ray.families.registry import family_type
 from orchestra_ray.grpo.ledger import episode_id
-from orchestra_ray.rollout.parsing import FormatError, ToolCall, parse_tool_calls
+from orchestra_ray.rollout.calls import CallRecord
+from orchestra_ray.rollout.parsing import ToolCall, parse_tool_calls
+from orchestra_ray.rollout.sample import Sample
 from orchestra_ray.grpo.preferences import COST, LATENCY, OUTCOME, calls_metric
-from orchestra_ray.families.task import ARITHMETIC, DOMAIN, Task
+from orchestra_ray.families.task import Task
+from orchestra_ray.rollout.tool_router import BASIC_TOOLS, RoutedCall, ToolClient, ToolRouter
 from orchestra_ray.tools.spec import ToolSpec
-
-
-BASIC_TOOLS = ("run_python", "search")
-
-
-@dataclass(frozen=True)
-class ToolOutcome:
-    """What a basic tool returned: the observation text, and what the call cost."""
-
-    text: str
-    ok: bool = True
-    error: str = ""
-    cost: float = 0.0
-    latency: float = 0.0
-    error_kind: str = ""  # orchestra_ray.rollout.failures: infrastructure or data ("" when ok)
-
-
-class ExpertClient(Protocol):
-    def respond_many(self, requests: Sequence[Tuple[str, ExpertRequest]]) -> List[Union[ExpertResponse, ExpertError]]: ...
-
-
-class ToolClient(ExpertClient, Protocol):
-    def run_tools(self, calls: Sequence[Tuple[str, Dict[str, Any]]]) -> List[ToolOutcome]: ...
-
-
-class DomainState(Protocol):
-    """An episode's private copy of a domain database (see orchestra_ray.families.domains)."""
-
-    def call(self, name: str, arguments: Dict[str, Any]) -> str: ...
-
-    def state_hash(self) -> str: ...
 
 
 @dataclass(frozen=True)
 class EpisodeLimits:
-    max_turns: int = 4
-    max_new_tokens: int = 48
-    max_total_tokens: int = 1536
-    max_response_chars: int = 300
-    max_output_chars: int = 8192
-    domain_call_latency_s: float = 0.05  # modelled: a domain function is a simulated API
+    """What bounds an episode. Built from a run's config by `episode_limits`; the defaults are the
+    config's own (tests and tools build limits by hand)."""
+
+    max_turns: int = RolloutConfig.max_turns
+    max_new_tokens: int = RolloutConfig.max_new_tokens
+    max_total_tokens: int = RolloutConfig.max_total_tokens
+    max_response_chars: int = ZooConfig.max_response_chars
+    max_output_chars: int = 8192  # of one policy turn the parser reads
+    domain_call_latency_s: float = ToolsConfig.domain_call_latency_s
 
 
-@dataclass
-class CallRecord:
-    turn: int
-    name: str
-    arguments: str  # JSON
-    expert: str
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: float = 0.0
-    latency: float = 0.0
-    ok: bool = True
-    error: str = ""
-    error_kind: str = ""  # orchestra_ray.rollout.failures: infrastructure or data ("" when ok)
+def episode_limits(cfg: OrchestraConfig, max_turns: Optional[int] = None) -> EpisodeLimits:
+    """The episode limits of a run (`max_turns` in place of rollout.max_turns where a caller lowers it)."""
+    r = cfg.rollout
+    return EpisodeLimits(r.max_turns if max_turns is None else max_turns, r.max_new_tokens, r.max_total_tokens,
+                         cfg.zoo.max_response_chars, domain_call_latency_s=cfg.tools.domain_call_latency_s)
 
 
 @dataclass
@@ -101,7 +68,7 @@ class Episode:
     answer_source: str = ""  # expert slot relayed, or "text"
     outcome: bool = False
     weight_version: int = -1
-    env: Optional[DomainState] = None  # domain tasks only
+    env: Optional[EpisodeState] = None  # the family's (TaskFamily.new_state): a domain task's database
 
     def __post_init__(self):
         if not self.loss_mask:
@@ -143,25 +110,16 @@ class Episode:
         return m
 
 
-def _request(task: Task) -> ExpertRequest:
-    return ExpertRequest(task_id=task.question_id, messages=[{"role": "user", "content": task.question}])
+def _judge(answer: str, task: Task, state: Optional[EpisodeState]) -> bool:
+    return family_type(task.family).judge(answer, task, state)
 
 
 def _correct(resp: ExpertResponse, task: Task) -> bool:
-    """A replayed answer keeps its recorded grade; a live expert's answer is judged like free text."""
+    """A replayed answer keeps its recorded grade; a live expert's answer is judged as the task's
+    family judges an answer, without the episode's state (the expert did not act on it)."""
     if resp.grade is not None:
         return resp.grade == "A"
-    return _judge_text(resp.text, task, None)
-
-
-def _judge_text(text: str, task: Task, env: Optional[DomainState]) -> bool:
-    """A domain task succeeds when the database ends in the gold state (what was said does not
-    matter, as in tau2-bench); an arithmetic task by numeric match; FRAMES by normalised match."""
-    if task.family == DOMAIN:
-        return env is not None and env.state_hash() == task.gold
-    if task.family == ARITHMETIC:
-        return judge_number(text, task.gold)
-    return judge_free_text(text, task.gold)
+    return _judge(resp.text, task, None)
 
 
 def _finish(ep: Episode, source: str, answer: str, correct: bool) -> None:
@@ -179,7 +137,9 @@ def run_episodes(
     temperature: float,
 ) -> List[Episode]:
     """Run all episodes to the end, batching the live ones into one generate call per turn. `tools`
-    is one tool list for all, or a list per toolset (`Task.toolset`)."""
+    is one tool list for all, or a list per toolset (`Task.toolset`); `experts` serves the experts
+    and the basic tools."""
+    router = ToolRouter(experts, experts, limits.max_response_chars, limits.domain_call_latency_s)
     for turn in range(limits.max_turns):
         live = [e for e in episodes if not e.done]
         if not live:
@@ -190,8 +150,7 @@ def run_episodes(
             temperature=temperature,
             stop_token_ids=[chat.end_of_turn_id],
         )
-        pending: List[Tuple[Episode, ToolCall, str]] = []
-        basic: List[Tuple[int, Episode, ToolCall]] = []
+        routed: List[Tuple[int, Episode, ToolCall]] = []
         observations: Dict[int, str] = {}
         for i, (ep, gen) in enumerate(zip(live, gens)):
             ep.turns += 1
@@ -208,43 +167,24 @@ def run_episodes(
                 continue
             call = parsed.calls[0]
             if call.name == "answer" and "text" in call.arguments:
-                _finish(ep, "text", call.arguments["text"], _judge_text(call.arguments["text"], ep.task, ep.env))
+                _finish(ep, "text", call.arguments["text"], _judge(call.arguments["text"], ep.task, ep.env))
                 ep.calls.append(CallRecord(turn, "answer", json.dumps(call.arguments), ""))
             elif call.name == "answer" and call.arguments["expert"] in ep.consulted:
                 slot = call.arguments["expert"]
                 resp = ep.consulted[slot]
                 ep.calls.append(CallRecord(turn, "answer", json.dumps(call.arguments), slot))
                 _finish(ep, slot, resp.text, _correct(resp, ep.task))
-            elif call.name in ("answer", "call_expert"):
-                pending.append((ep, call, call.arguments["expert"]))
-                observations[i] = ""
-            elif call.name in BASIC_TOOLS:
-                basic.append((i, ep, call))
             else:
-                observations[i] = _domain_call(ep, call, turn, limits)
-        results = experts.respond_many([(slot, _request(ep.task)) for ep, _, slot in pending]) if pending else []
-        index = {id(e): i for i, e in enumerate(live)}
-        for (ep, call, slot), res in zip(pending, results):
-            rec = CallRecord(turn, call.name, json.dumps(call.arguments), slot)
-            if isinstance(res, Exception):
-                rec.ok, rec.error, rec.error_kind = False, str(res)[:300], getattr(res, "kind", DATA)
-                ep.calls.append(rec)
-                observations[index[id(ep)]] = f"error: {rec.error}"
+                routed.append((i, ep, call))
+        results = router.run(turn, [RoutedCall(call.name, call.arguments, ep.task, ep.env) for _, ep, call in routed])
+        for (i, ep, call), res in zip(routed, results):
+            ep.calls.append(res.record)
+            if res.response is not None and call.name == "answer":
+                _finish(ep, res.record.expert, res.response.text, _correct(res.response, ep.task))
                 continue
-            rec.input_tokens, rec.output_tokens = res.input_tokens, res.output_tokens
-            rec.cost, rec.latency = res.cost, res.latency
-            ep.calls.append(rec)
-            if call.name == "answer":
-                _finish(ep, slot, res.text, _correct(res, ep.task))
-            else:
-                ep.consulted[slot] = res
-                observations[index[id(ep)]] = f"{slot}: {res.text[: limits.max_response_chars]}"
-        outs = experts.run_tools([(c.name, c.arguments) for _, _, c in basic]) if basic else []
-        for (i, ep, call), out in zip(basic, outs):
-            ep.calls.append(CallRecord(turn, call.name, json.dumps(call.arguments), "", cost=out.cost,
-                                       latency=out.latency, ok=out.ok, error=out.error[:300],
-                                       error_kind=out.error_kind or ("" if out.ok else DATA)))
-            observations[i] = out.text[: limits.max_response_chars]
+            if res.response is not None:
+                ep.consulted[res.record.expert] = res.response
+            observations[i] = res.observation
         for i, ep in enumerate(live):
             if ep.done:
                 continue
@@ -257,48 +197,34 @@ def run_episodes(
     return episodes
 
 
-def _domain_call(ep: Episode, call: ToolCall, turn: int, limits: EpisodeLimits) -> str:
-    """Run a domain function on the episode's database; a refused call changes nothing."""
-    rec = CallRecord(turn, call.name, json.dumps(call.arguments), "", latency=limits.domain_call_latency_s)
-    ep.calls.append(rec)
-    if ep.env is None:
-        rec.ok, rec.error, rec.error_kind = False, f"tool '{call.name}' needs a domain database and this task has none", DATA
-        return f"error: {rec.error}"
-    try:
-        return ep.env.call(call.name, call.arguments)[: limits.max_response_chars]
-    except Exception as exc:  # DomainToolError, or a domain function's bug: data for the episode
-        rec.ok, rec.error, rec.error_kind = False, str(exc)[:300], DATA
-        return f"error: {rec.error}"
-
-
 def new_episodes(chat: ChatFormat, system: str, task: Task, user: str, n: int) -> List[Episode]:
     prompt = chat.prompt_ids(system, user)
     return [Episode(task=task, sample=k, token_ids=list(prompt), prompt_len=len(prompt)) for k in range(n)]
 
 
-def episode_record(ep: Episode, slots: Sequence[str]) -> dict:
-    """Plain-data record of a finished episode (what a rollout worker returns to the driver)."""
-    return {
-        "task_id": ep.task.task_id,
-        "question_id": ep.task.question_id,
-        "sample": ep.sample,
-        "episode_id": episode_id(ep.task.task_id, ep.sample),
-        "weight_version": ep.weight_version,
-        "token_ids": ep.token_ids,
-        "loss_mask": ep.loss_mask,
-        "rollout_logprobs": ep.logprobs,
-        "prompt_len": ep.prompt_len,
-        "turns": ep.turns,
-        "generated_tokens": ep.generated_tokens,
-        "finish_reason": ep.finish_reason,
-        "tool_calls": [dict(c.__dict__) for c in ep.calls],
-        "format_errors": list(ep.format_errors),
-        "final_answer": ep.answer,
-        "answer_source": ep.answer_source,
-        "outcome": ep.outcome,
-        "metrics": ep.metrics(slots),
-        "family": ep.task.family,
-        "toolset": ep.task.toolset,
-        "preference_profile": ep.task.preference.profile,
-        "preference": dict(ep.task.preference.weights),
-    }
+def episode_record(ep: Episode, slots: Sequence[str]) -> Sample:
+    """The Sample of a finished episode (what a rollout worker returns to the driver)."""
+    return Sample(
+        task_id=ep.task.task_id,
+        question_id=ep.task.question_id,
+        sample=ep.sample,
+        episode_id=episode_id(ep.task.task_id, ep.sample),
+        weight_version=ep.weight_version,
+        token_ids=ep.token_ids,
+        loss_mask=ep.loss_mask,
+        rollout_logprobs=ep.logprobs,
+        prompt_len=ep.prompt_len,
+        turns=ep.turns,
+        generated_tokens=ep.generated_tokens,
+        finish_reason=ep.finish_reason,
+        tool_calls=[dict(c.__dict__) for c in ep.calls],
+        format_errors=list(ep.format_errors),
+        final_answer=ep.answer,
+        answer_source=ep.answer_source,
+        outcome=ep.outcome,
+        metrics=ep.metrics(slots),
+        family=ep.task.family,
+        toolset=ep.task.toolset,
+        preference_profile=ep.task.preference.profile,
+        preference=dict(ep.task.preference.weights),
+    )

@@ -1,4 +1,4 @@
-"""The trajectory schema: one Parquet row per sample, written by the driver once per step.
+"""The trajectory schema: one Parquet row per sample (`Sample.row`), written by the driver once per step.
 
 Columns
   run_id, step, task_id, question_id, sample   ids (a group is the samples of one task_id)
@@ -24,21 +24,8 @@ from typing import List, Sequence
 
 import pyarrow as pa
 
-CALL_TYPE = pa.struct(
-    [
-        ("turn", pa.int32()),
-        ("name", pa.string()),
-        ("arguments", pa.string()),
-        ("expert", pa.string()),
-        ("input_tokens", pa.int64()),
-        ("output_tokens", pa.int64()),
-        ("cost", pa.float64()),
-        ("latency", pa.float64()),
-        ("ok", pa.bool_()),
-        ("error", pa.string()),
-        ("error_kind", pa.string()),
-    ]
-)
+from orchestra_ray.rollout.calls import CALL_TYPE  # tool_calls' items: CallRecord's fields
+from orchestra_ray.rollout.sample import Sample
 
 TRAJECTORY_SCHEMA = pa.schema(
     [
@@ -77,14 +64,7 @@ TRAJECTORY_SCHEMA = pa.schema(
 )
 
 
-def trajectory_rows(run_id: str, step: int, samples: Sequence[dict]) -> pa.Table:
-    """`samples` are dicts with the schema's columns (the rollout worker's records plus the
-    driver's reward, advantage and filter flags)."""
-    rows: List[dict] = []
-    for s in samples:
-        row = {name: s.get(name) for name in TRAJECTORY_SCHEMA.names}
-        row["run_id"], row["step"] = run_id, step
-        row["metrics"] = list(s["metrics"].items())
-        row["preference"] = list(s["preference"].items())
-        rows.append(row)
+def trajectory_rows(run_id: str, step: int, samples: Sequence[Sample]) -> pa.Table:
+    """One row per sample, in order (`Sample.row`)."""
+    rows: List[dict] = [{"run_id": run_id, "step": step, **s.row()} for s in samples]
     return pa.Table.from_pylist(rows, schema=TRAJECTORY_SCHEMA)

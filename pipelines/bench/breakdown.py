@@ -20,15 +20,17 @@ from typing import Dict, List, Sequence
 
 import ray
 
+from orchestra_ray.rollout.sample import Sample
+
 STAGES = ("generation", "tools", "rollout_other", "weight_sync", "reference_logprobs", "learner_update", "driver", "waiting")
 
 
-def step_shares(wall_s: float, records: Sequence[dict], workers: int, rollout_wall_s: float, learn_wall_s: float,
+def step_shares(wall_s: float, records: Sequence[Sample], workers: int, rollout_wall_s: float, learn_wall_s: float,
                 learner: Dict[str, float], reference_s: float) -> Dict[str, float]:
     """Seconds per stage of one step (summing to `wall_s`)."""
     worker: Dict[str, float] = {}
     for rec in records:
-        for k, v in rec.get("rollout_seconds", {}).items():
+        for k, v in rec.rollout_seconds.items():
             worker[k] = worker.get(k, 0.0) + v / workers
     gen, tools, sync = worker.get("generation", 0.0), worker.get("tools", 0.0), worker.get("weight_sync", 0.0)
     seconds = {
@@ -52,40 +54,35 @@ def run(cfg, zoo, families, run_dir: str, progress) -> Dict:
     """Warm start, then `cfg.trainer.steps` GRPO steps, each broken down."""
     from orchestra_ray import checkpoint as ckpt
     from pipelines.train import Trainer
+    from pipelines.workers import Workers
 
-    tr = Trainer(cfg, zoo, os.path.join(run_dir, "train"), progress, families)
+    workers = Workers(cfg, families, zoo.slots)
+    tr = Trainer(cfg, zoo, os.path.join(run_dir, "train"), progress, families, workers)  # warm start and step
     os.makedirs(tr.run_dir, exist_ok=True)
     policy_path = tr.policy_path()
-    tr.start_actors(policy_path)
+    workers.start(policy_path)
     if cfg.warm_start.enabled:
         tr.warm_start(policy_path)
-    ray.get(tr.learner.publish.remote())
     warm_dir = os.path.join(ckpt.checkpoints_dir(tr.run_dir), "warm_start")
-    ray.get(tr.learner.save.remote(warm_dir, False))
-    tr.start_reference(os.path.join(warm_dir, "policy"))
-    ray.get(tr.reference.pid.remote())
+    workers.publish_start(warm_dir, {"step": 0})
+    workers.start_reference(os.path.join(warm_dir, "policy"))
+    workers.wait_ready()
 
-    captured: Dict[str, object] = {}
-    rollout = tr.rollout
+    def reference_busy_s() -> float:  # no reference model when trainer.kl_coef = 0
+        return ray.get(workers.reference.busy_seconds.remote()) if workers.reference is not None else 0.0
 
-    def timed_rollout(*args, **kwargs):
-        t0 = time.perf_counter()
-        records = rollout(*args, **kwargs)
-        captured["records"], captured["rollout_wall_s"] = records, time.perf_counter() - t0
-        return records
-
-    tr.rollout = timed_rollout
     steps: List[Dict] = []
     for _ in range(cfg.trainer.steps):
-        ref0 = ray.get(tr.reference.busy_seconds.remote())
+        ref0 = reference_busy_s()
         t0 = time.perf_counter()
         metrics = tr.grpo_step()
         wall = time.perf_counter() - t0
-        ref_s = ray.get(tr.reference.busy_seconds.remote()) - ref0
-        seconds = step_shares(wall, captured["records"], max(1, metrics["rollout_workers"]), captured["rollout_wall_s"],
+        ref_s = reference_busy_s() - ref0
+        samples = tr.last_scored.samples
+        seconds = step_shares(wall, samples, max(1, metrics["rollout_workers"]), metrics["rollout_s"],
                               metrics["learn_s"], metrics, ref_s)
-        steps.append({"step": metrics["step"], "wall_s": wall, "samples": len(captured["records"]),
-                      "generated_tokens": sum(r["generated_tokens"] for r in captured["records"]),
+        steps.append({"step": metrics["step"], "wall_s": wall, "samples": len(samples),
+                      "generated_tokens": sum(r.generated_tokens for r in samples),
                       "seconds": seconds, "shares": {k: v / wall for k, v in seconds.items()}})
         progress.note(f"step {metrics['step']}: {wall:.1f}s, waiting {seconds['waiting'] / wall:.1%}")
     # The first step pays one-off costs (first forward passes, page faults of the first weights).

@@ -17,20 +17,21 @@ from orchestra_ray.rollout.chat import ChatFormat, user_message
 from orchestra_ray.config import OrchestraConfig
 from orchestra_ray.errors import ConfigError
 from orchestra_ray.families.copy_probe import KINDS, copied, copy_probes, copy_rates
-from orchestra_ray.families.task import DOMAIN, eval_tasks
+from orchestra_ray.families.domains.family import toolset_domain
+from orchestra_ray.families.task import DOMAIN, by_id_hash, eval_tasks
 from orchestra_ray.policy.tiny_model import load_policy
-from pipelines.families import Families, by_id_hash
+from pipelines.families import Families
 from pipelines.zoo import Zoo, initial_policy_path
 
 
 def _probes(chat: ChatFormat, families: Families, pool, profile: str, slots) -> List:
     out = []
+    family = families.by_name[DOMAIN]
     for t in eval_tasks(pool, [profile], slots):
-        env = families.domains[t.toolset.split(":", 1)[1]].new_env()
-        system = families.toolsets[t.toolset][0]
-        for p in copy_probes(chat, system, user_message(t.question, t.preference), families.reference[t.question_id],
+        env = family.new_state(t)
+        for p in copy_probes(chat, family.toolset(t)[0], user_message(t.question, t.preference), family.reference[t.question_id],
                              env.call):
-            out.append((t.toolset.split(":", 1)[1], p))
+            out.append((toolset_domain(t.toolset), p))
     return out
 
 

@@ -82,7 +82,7 @@ def routing_rewards(chat, toolsets, slots, limits, experts, tasks: Sequence, com
         groups.setdefault(t.task_id, []).append(i)
     rewards = [0.0] * len(tasks)
     for idx in groups.values():
-        for i, r in zip(idx, orchestration_reward([records[i]["metrics"] for i in idx], tasks[idx[0]].preference.weights)):
+        for i, r in zip(idx, orchestration_reward([records[i].metrics for i in idx], tasks[idx[0]].preference.weights)):
             rewards[i] = r
     return rewards
 
@@ -96,7 +96,7 @@ def run_trl(cfg, zoo, families, policy_path: str, out_dir: str) -> List[float]:
     from trl import GRPOConfig, GRPOTrainer
 
     from orchestra_ray.rollout.chat import IM_END, ChatFormat, user_message
-    from orchestra_ray.rollout.episode import EpisodeLimits
+    from orchestra_ray.rollout.episode import episode_limits
     from orchestra_ray.families.task import MixedTaskSampler
 
     r, t = cfg.rollout, cfg.trainer
@@ -108,7 +108,7 @@ def run_trl(cfg, zoo, families, policy_path: str, out_dir: str) -> List[float]:
     tasks = [task for step in range(1, t.steps + 1) for task in sampler.next_tasks(r.tasks_per_step, step)]
     prompts = [chat.decode(chat.prompt_ids(families.toolsets[x.toolset][0], user_message(x.question, x.preference))) for x in tasks]
     by_index = {i: x for i, x in enumerate(tasks)}
-    limits = EpisodeLimits(1, r.max_new_tokens, r.max_total_tokens, cfg.zoo.max_response_chars)
+    limits = episode_limits(cfg, max_turns=1)  # single-turn routing
 
     def reward(prompts, completions, completion_ids, task_index, **_):
         return routing_rewards(chat, families.toolsets, zoo.slots, limits, zoo.experts,
@@ -143,21 +143,19 @@ def run_trl(cfg, zoo, families, policy_path: str, out_dir: str) -> List[float]:
 def run_project(cfg, zoo, families, run_dir: str, progress) -> Tuple[List[float], List[int]]:
     """The project's trainer on the routing task; the wall-clock time at the end of each step, and
     the staleness of each step's trained samples (max)."""
-    import ray
-
     from orchestra_ray import checkpoint as ckpt
     from pipelines.train import Trainer
+    from pipelines.workers import Workers
+    from pipelines.zoo import initial_policy_path
 
-    tr = Trainer(cfg, zoo, run_dir, progress, families)
+    workers = Workers(cfg, families, zoo.slots)
     os.makedirs(run_dir, exist_ok=True)
-    policy_path = tr.policy_path()
-    tr.start_actors(policy_path)
-    ray.get(tr.learner.publish.remote())
+    workers.start(initial_policy_path(zoo, cfg, families))
     warm = os.path.join(ckpt.checkpoints_dir(run_dir), "warm_start")
-    ray.get(tr.learner.save.remote(warm, False))
-    tr.start_reference(os.path.join(warm, "policy"))
-    ray.get(tr.reference.pid.remote())
-    tr.pool.wait_ready(cfg.rollout.num_workers)
+    workers.publish_start(warm, {"step": 0})
+    workers.start_reference(os.path.join(warm, "policy"))
+    workers.wait_ready(cfg.rollout.num_workers)
+    tr = Trainer(cfg, zoo, run_dir, progress, families, workers)  # for its GRPO step
     ends, staleness = [], []
     try:
         for _ in range(cfg.trainer.steps):
@@ -167,16 +165,8 @@ def run_project(cfg, zoo, families, run_dir: str, progress) -> Tuple[List[float]
     finally:
         if tr.ahead is not None:
             tr.ahead.close()
-        stop_actors(tr)
+        workers.stop()
     return ends, staleness
-
-
-def stop_actors(tr) -> None:
-    import ray
-
-    handles = [tr.learner, tr.reference, tr.store, *tr.experts.values(), *(m.handle for m in tr.pool.members.values())]
-    for h in handles + [x for x in (tr.code_pool, tr.search) if x is not None]:
-        ray.kill(h, no_restart=True)
 
 
 def per_step(ends: Sequence[float]) -> float:
@@ -187,10 +177,10 @@ def per_step(ends: Sequence[float]) -> float:
 def run(cfg, zoo, families, run_dir: str, reps: int, progress) -> Dict:
     from dataclasses import replace
 
-    from pipelines.train import Trainer
+    from pipelines.zoo import initial_policy_path
 
     samples = cfg.rollout.tasks_per_step * cfg.rollout.group_size
-    policy_path = Trainer(cfg, zoo, run_dir, progress, families).policy_path()
+    policy_path = initial_policy_path(zoo, cfg, families)
     sync_cfg = replace(cfg, rollout=replace(cfg.rollout, max_staleness=0))
     async_cfg = replace(cfg, rollout=replace(cfg.rollout, max_staleness=1))
     seconds: Dict[str, List[float]] = {s: [] for s in SIDES}

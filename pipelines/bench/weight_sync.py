@@ -47,14 +47,11 @@ WARMUP_ROUNDS = 3
 
 
 def measure_size(name: str, shape: Dict, workers: int, reps: int, share: bool) -> Dict:
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     from pipelines.bench.weight_sync_actors import SyncSource, SyncTarget
-    from actors.weight_transport import WeightStore
+    from actors.weight_transport import start_weight_store
 
     config = qwen3_config(shape)
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    store = WeightStore.options(scheduling_strategy=here).remote()
+    store = start_weight_store()
     source = SyncSource.options(num_cpus=0).remote(config, store)
     targets = [SyncTarget.options(num_cpus=0).remote(config, store, share) for _ in range(workers)]
     try:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterable, Mapping, Sequence, Tuple
 
+from orchestra_ray.rollout.sample import Sample
+
 ANSWER = "answer"
 
 
@@ -39,13 +41,13 @@ def call_match(calls: Sequence[Mapping[str, Any]], gold: Sequence[Tuple[str, Map
     return len(actions), names, n_values, values
 
 
-def summarise_call_match(rows: Iterable[Mapping[str, Any]], gold: Mapping[str, Sequence[Tuple[str, Mapping[str, Any]]]]) -> Dict[str, float]:
+def summarise_call_match(samples: Iterable[Sample], gold: Mapping[str, Sequence[Tuple[str, Mapping[str, Any]]]]) -> Dict[str, float]:
     """Over episodes with gold actions: the share of gold actions whose function was called at its
     position, and the share of gold argument values the calls matched."""
     totals = [0, 0, 0, 0]
-    for r in rows:
-        if r["question_id"] in gold:
-            for i, v in enumerate(call_match(r["tool_calls"], gold[r["question_id"]])):
+    for s in samples:
+        if s.question_id in gold:
+            for i, v in enumerate(call_match(s.tool_calls, gold[s.question_id])):
                 totals[i] += v
     return {
         "function_match": totals[1] / totals[0] if totals[0] else 0.0,

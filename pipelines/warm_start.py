@@ -1,0 +1,69 @@
+"""The warm start: supervised fine-tuning on demonstrations before GRPO.
+
+Each family demonstrates its own training problems (its share of `warm_start.examples`, or
+`warm_start.family_examples[family]`): `TaskFamily.demonstration` gives the calls, and the tool
+router runs each call but the last for real, as a rollout would, so a demonstration's observations
+are the ones the policy will see (the zoo's replay experts in this process, the code interpreter
+and search through their actors, a domain's functions on a fresh copy of its database).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import ray
+
+from orchestra_ray.config import OrchestraConfig
+from orchestra_ray.experts.base import InProcessExperts
+from orchestra_ray.families.demos import scripted_demo
+from orchestra_ray.families.family import EpisodeState
+from orchestra_ray.families.task import Task, demo_tasks
+from orchestra_ray.rollout.chat import ChatFormat, user_message
+from orchestra_ray.rollout.episode import episode_limits
+from orchestra_ray.rollout.tool_router import RoutedCall, ToolClient, ToolRouter
+from pipelines.families import Families
+from pipelines.zoo import Zoo
+
+
+def observer(router: ToolRouter, task: Task, state: Optional[EpisodeState]):
+    """Runs a demonstration's calls through `router`; a call that fails makes no demonstration."""
+
+    def observe(name: str, args: Dict[str, Any]) -> str:
+        routed = router.run(0, [RoutedCall(name, args, task, state)])[0]
+        if not routed.record.ok:
+            raise RuntimeError(f"the warm-start demonstration of {task.question_id} failed at {name}: {routed.record.error}")
+        return routed.observation
+
+    return observe
+
+
+def demonstrations(cfg: OrchestraConfig, zoo: Zoo, families: Families, chat: ChatFormat, shares: Mapping[str, int],
+                   tools: ToolClient) -> List[dict]:
+    """Token ids and loss masks of every demonstration, shuffled; `shares`: each family's share of
+    warm_start.examples (the task sampler's proportions); `tools`: the basic tools' client."""
+    limits = episode_limits(cfg)
+    router = ToolRouter(InProcessExperts(zoo.experts), tools, limits.max_response_chars, limits.domain_call_latency_s)
+    counts = {**shares, **cfg.warm_start.family_examples}
+    rng = random.Random(cfg.run.seed)  # the demonstrators' draws, task after task
+    demos = []
+    for name, pool in families.train.items():
+        family = families.by_name[name]
+        for t in demo_tasks(pool, cfg.preferences.train_profiles, zoo.slots, counts.get(name, 0), cfg.run.seed):
+            calls = family.demonstration(t, rng)
+            demos.append(scripted_demo(chat, family.toolset(t)[0], user_message(t.question, t.preference), calls,
+                                       observer(router, t, family.new_state(t))))
+    random.Random(cfg.run.seed).shuffle(demos)
+    return demos
+
+
+def run_warm_start(cfg: OrchestraConfig, zoo: Zoo, families: Families, shares: Mapping[str, int], learner, tools: ToolClient,
+                   policy_path: str) -> Tuple[List[float], int]:
+    """Fine-tunes `learner` (its actor) on the demonstrations: the loss of each epoch, and how many
+    demonstrations there were."""
+    from transformers import AutoTokenizer
+
+    chat = ChatFormat(AutoTokenizer.from_pretrained(policy_path))
+    demos = demonstrations(cfg, zoo, families, chat, shares, tools)
+    w = cfg.warm_start
+    return ray.get(learner.warm_start.remote(demos, w.epochs, w.batch_size, w.lr, cfg.run.seed)), len(demos)
