@@ -22,11 +22,13 @@ from ray import serve
 from actors.common import quiet_torch_process
 from actors.serving_client import ServingClient
 from actors.tool_client import RayToolClient
+from orchestra_ray.config import OrchestraConfig
 from orchestra_ray.rollout.chat import user_message
-from orchestra_ray.rollout.episode import EpisodeLimits, new_episodes, run_episodes
+from orchestra_ray.rollout.episode import EpisodeLimits, episode_limits, new_episodes, run_episodes
 from orchestra_ray.serving.api import (ApiSpec, OrchestrationRequest, RequestError, completion_body, orchestration_trace,
                                      parse_request, stream_chunks)
 from orchestra_ray.families.task import FRAMES, Task
+from orchestra_ray.serving.config import ServingConfig
 from orchestra_ray.tools.spec import ToolSpec
 
 
@@ -40,6 +42,15 @@ class PolicySpec:
     device: str = "cpu"
     torch_threads: int = 1
     expert_timeout_s: float = 60.0
+
+    @classmethod
+    def from_config(cls, cfg: OrchestraConfig, serving: ServingConfig, policy_path: str,
+                    toolset: Tuple[str, Sequence[ToolSpec]]) -> "PolicySpec":
+        """The served policy with the run's dtype, device and episode limits (a request may lower
+        max_turns) and the served toolset (system prompt, tools)."""
+        system, tools = toolset
+        return cls(policy_path, system, tuple(tools), episode_limits(cfg, serving.max_turns), cfg.policy.dtype,
+                   cfg.policy.device, serving.torch_threads, serving.expert_timeout_s)
 
 
 def restricted_tools(tools: Sequence[ToolSpec], allowed: Sequence[str]) -> List[ToolSpec]:

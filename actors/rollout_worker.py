@@ -42,6 +42,7 @@ class RolloutSpec:
     engine: str  # "hf" or "vllm" (orchestra_ray/policy/vllm_engine.py)
     engine_options: Mapping[str, Any]  # further vllm.LLM arguments
     resources: ActorResources  # per worker
+    max_tool_output_chars: int  # of a code run's output in its observation, as in the warm start
 
     @classmethod
     def from_config(cls, cfg: OrchestraConfig, policy_path: str, toolsets: Mapping[str, Tuple[str, Sequence[ToolSpec]]],
@@ -50,7 +51,8 @@ class RolloutSpec:
         r = cfg.rollout
         return cls(policy_path, toolsets, tuple(slots), episode_limits(cfg), families, cfg.policy.dtype, cfg.policy.device,
                    r.torch_threads, r.max_batch_size, cfg.policy.engine, dict(cfg.policy.vllm),
-                   ActorResources(r.num_cpus_per_worker, r.num_gpus_per_worker, dict(r.resources)))
+                   ActorResources(r.num_cpus_per_worker, r.num_gpus_per_worker, dict(r.resources)),
+                   cfg.tools.sandbox.max_output_chars)
 
 
 @ray.remote
@@ -70,7 +72,7 @@ class RolloutWorker:
             self.engine = HFEngine(model, tokenizer.pad_token_id, spec.max_batch_size, share_weights=True)
         self.chat = ChatFormat(tokenizer)
         self.tools = {name: list(tools) for name, (_, tools) in spec.toolsets.items()}
-        self.client = RayToolClient(experts, code_pool, search)
+        self.client = RayToolClient(experts, code_pool, search, spec.max_tool_output_chars)
         self.version = -1
         self.clock = StageClock()
 

@@ -22,11 +22,11 @@ from orchestra_ray.config import OrchestraConfig
 from orchestra_ray.errors import ConfigError
 from orchestra_ray.experts.base import ExpertRequest
 from orchestra_ray.grpo.preferences import metric_names, profile_vector
-from orchestra_ray.families.task import FRAMES, eval_tasks
-from orchestra_ray.reports.evaluation import anchor_metrics, score_records
+from orchestra_ray.families.task import FRAMES
 from orchestra_ray.rollout.sample import Sample
 from orchestra_ray.rollout.trajectory import trajectory_rows
 from pipelines.families import Families
+from pipelines.heldout import heldout_records
 from pipelines.progress import Progress
 from pipelines.report import POLICY, TRAJECTORIES, build_report, method_file
 from pipelines.workers import Workers
@@ -67,16 +67,6 @@ def check_heldout(state: dict, families: Families, checkpoint: str) -> None:
             raise EvalRefused(f"refusing to evaluate: {len(seen)} of the {len(pool)} held-out {fam} questions were in "
                               f"the policy's training split (e.g. {', '.join(seen[:3])}; recorded in {checkpoint}/state.json); "
                               "evaluate with the data split the policy was trained with")
-
-
-def heldout_records(cfg: OrchestraConfig, zoo: Zoo, families: Families, pool, step: int) -> List[Sample]:
-    """One greedy (eval.temperature) sample of every held-out problem under every eval profile from
-    the rollout pool, each with its evaluation reward as `reward`."""
-    tasks = [t for p in families.heldout.values() for t in eval_tasks(p, cfg.preferences.eval_profiles, zoo.slots)]
-    records = pool.run(tasks, 1, cfg.eval.temperature, seed=10_000_000 + step)
-    anchors = {q.question_id: anchor_metrics(q.question_id, q.problem, zoo.experts, zoo.slots)
-               for q in families.heldout.get(FRAMES, [])}
-    return score_records(records, anchors)
 
 
 def recorded_answers(zoo: Zoo, question_ids: List[str], questions: Dict[str, str]) -> Dict[str, Dict[str, Answer]]:

@@ -5,7 +5,7 @@ trains step k, one step after another on the same pool (a single background thre
 the pool never runs two steps at once). Step k+N is started only once step k is taken, i.e. after
 the learner finished step k-1, so its samples are at most N weight versions behind the learner when
 they are trained on: the bound holds by construction, and the driver still checks it per sample
-(orchestra_ray.grpo.staleness). N = 0 is the synchronous loop: each step's rollouts start after the
+(the stale filter of orchestra_ray.grpo.scoring). N = 0 is the synchronous loop: each step's rollouts start after the
 previous update.
 """
 

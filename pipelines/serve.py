@@ -18,7 +18,6 @@ from ray import serve
 from actors.orchestrator_serve import PolicySpec, orchestrator_application
 from orchestra_ray.config import OrchestraConfig
 from orchestra_ray.errors import ConfigError
-from orchestra_ray.rollout.episode import episode_limits
 from orchestra_ray.rollout.tool_router import BASIC_TOOLS
 from orchestra_ray.families.frames import load_questions
 from orchestra_ray.grpo.preferences import PreferenceError, profile_vector
@@ -84,13 +83,9 @@ def start_serving(checkpoint: str, cfg: OrchestraConfig, scfg: ServingConfig) ->
         profile_vector(scfg.default_profile, zoo.slots)
     except PreferenceError as exc:
         raise ConfigError(f"invalid value for config key 'serving.default_profile': {exc}") from None
-    system, tools = families.toolsets[FRAMES]
-    # The episode limits of the run's rollout workers; a request may lower max_turns.
-    limits = episode_limits(cfg, scfg.max_turns)
-    spec = PolicySpec(os.path.join(checkpoint, "policy"), system, tuple(tools), limits, cfg.policy.dtype,
-                      cfg.policy.device, scfg.torch_threads, scfg.expert_timeout_s)
+    spec = PolicySpec.from_config(cfg, scfg, os.path.join(checkpoint, "policy"), families.toolsets[FRAMES])
     questions = {q.question_id: (q.problem, q.answer) for q in load_questions(cfg.data.path)}
-    api = ApiSpec(scfg.model_name, tuple(zoo.slots), tuple(t.name for t in tools if t.name in BASIC_TOOLS), questions,
+    api = ApiSpec(scfg.model_name, tuple(zoo.slots), tuple(t.name for t in spec.tools if t.name in BASIC_TOOLS), questions,
                   scfg.default_profile, scfg.max_turns, scfg.temperature)
 
     served = Served("", scfg.model_name, scfg.app_name, Workers(cfg, families, zoo.slots))

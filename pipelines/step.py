@@ -1,10 +1,11 @@
 """One GRPO step as named stages, each with plain inputs and outputs; `Trainer.grpo_step` composes them:
 
     collect ──────► score ───────────► reference ──────► update ─────────► record
-    rollout pool,    reward, advantages,  log-probs of the   the learner's     Parquet, metrics.jsonl,
+    rollout pool,    reward, advantages,  log-probs of the   the learner's     metrics.jsonl,
     step ledger      filters, staleness,  frozen start on    PPO-clip steps,   Ray metrics
     (Samples)        the ledger's check   the TrainBatch     a new version
-                     (orchestra_ray.grpo.scoring)
+                     (orchestra_ray.grpo.scoring);
+                     then the Parquet file of the scored samples
 """
 
 from __future__ import annotations
@@ -116,10 +117,11 @@ def step_metrics(step: int, scored: scoring.Scored, stats: Dict[str, float], tim
     return metrics
 
 
-def record(run_dir: str, run_id: str, step: int, scored: scoring.Scored, stats: Dict[str, float], times: StepTimes,
+def record(run_dir: str, step: int, scored: scoring.Scored, stats: Dict[str, float], times: StepTimes,
            rollout_workers: int, per_family: bool) -> Dict:
-    """Writes the step's trajectories and its metrics line, exports its Ray metrics; returns the metrics."""
-    write_trajectories(run_dir, run_id, step, scored.samples)
+    """Writes the step's metrics line and exports its Ray metrics; returns the metrics. (The step's
+    trajectories are written as soon as they are scored, `write_trajectories`, so that a failed
+    update loses none of them.)"""
     metrics = step_metrics(step, scored, stats, times, rollout_workers, per_family)
     with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
         f.write(json.dumps(metrics) + "\n")

@@ -35,7 +35,7 @@ from orchestra_ray.grpo.scoring import Scored
 from orchestra_ray.families.task import DOMAIN, FRAMES, MixedTaskSampler, Task
 from orchestra_ray.rollout.sample import Sample
 from pipelines.cluster import dashboard_url
-from pipelines.eval import heldout_records
+from pipelines.heldout import heldout_records
 from pipelines.families import Families, load_families
 from pipelines.progress import Progress
 from pipelines import step as stages
@@ -131,12 +131,13 @@ class Trainer:
         got, self.data_position = self.ahead.take(self.step)
         t_wait = time.time() - t0
         scored = self.last_scored = stages.score(got, ray.get(self.learner.current_version.remote()), cfg)
+        stages.write_trajectories(self.run_dir, self.run_id, self.step, scored.samples)
         t1 = time.time()
         batch = ray.put(scored.batch()) if scored.kept else None  # one copy for the reference model and the learner
         ref = stages.reference(self.reference, batch, r.temperature, cfg.trainer.kl_coef)
         stats = stages.update(self.learner, batch, ref, r.temperature)
         times = stages.StepTimes(got.seconds, t_wait, time.time() - t1)
-        return stages.record(self.run_dir, self.run_id, self.step, scored, stats, times, self.pool.size()["ready"],
+        return stages.record(self.run_dir, self.step, scored, stats, times, self.pool.size()["ready"],
                              per_family=len(self.families.train) > 1)
 
     # ---- checkpoints --------------------------------------------------------------------------

@@ -3,11 +3,40 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
 
 import pytest
 
+from orchestra_ray.config import RewardConfig
 from orchestra_ray.grpo.advantages import grouped_advantages
-from orchestra_ray.grpo.scoring import FilterCounts, advantages_with_filters
+from orchestra_ray.grpo.scoring import FilterCounts, apply_filters, stamp_group, stamp_staleness, step_filters
+from orchestra_ray.rollout.sample import Sample
+
+
+# One group given as plain lists, through the scoring module's own stamping and filters.
+@dataclass
+class GroupResult:
+    advantages: List[float]
+    keep: List[bool]
+    counts: FilterCounts
+    zero_variance: bool = False
+
+
+def advantages_with_filters(rewards: Sequence[float], format_error: Sequence[bool], has_answer: Sequence[bool], *,
+                            std_normalize: bool = True, eps: float = 1e-6, filter_zero_variance: bool = True,
+                            filter_format_errors: bool = False, filter_no_answer: bool = False,
+                            counts: Optional[FilterCounts] = None) -> GroupResult:
+    """One group given as plain lists (its rewards, format-error and answer flags), through the same
+    stamping and filters as a step's samples (fresh ones: none stale, none hurt by a tool)."""
+    group = [Sample(format_errors=["format"] if bad else [], answer_source="text" if answered else "")
+             for bad, answered in zip(format_error, has_answer)]
+    reward = RewardConfig(std_normalize, eps, filter_zero_variance, filter_format_errors, filter_no_answer)
+    stamp_group(group, rewards, reward)
+    stamp_staleness(group, learner_version=-1)
+    counts = apply_filters(step_filters(reward, max_staleness=0), [group], counts)
+    return GroupResult([s.advantage for s in group], [s.kept for s in group], counts,
+                       bool(group and group[0].zero_variance))
 
 
 def test_grpo_advantages_match_hand_computation_population_std():

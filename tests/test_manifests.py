@@ -1,7 +1,7 @@
 """KubeRay manifests in clusters/kuberay: schema, rendering and agreement with the training run.
 
-Ray resources are checked against the KubeRay CRDs' v1 schemas (tests/data/kuberay_crds, copied from KubeRay) the way an API server with strict field validation would: unknown
-fields are errors. Each overlay is rendered with `kubectl kustomize` when kubectl is installed, else
+Ray resources are checked against the KubeRay CRDs' v1 schemas (tests/data/kuberay_crds, copied
+from KubeRay) the way an API server with strict field validation would: unknown fields are errors. Each overlay is rendered with `kubectl kustomize` when kubectl is installed, else
 read as the files its kustomizations list. The cluster each RayJob runs on is then read by Ray's own
 KubeRay autoscaler code, so the custom resources, CPUs and GPUs compared with the run's config are
 the ones the autoscaler will see.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import shlex
 import shutil

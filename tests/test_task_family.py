@@ -100,5 +100,5 @@ def test_warm_start_demonstrations_observe_through_the_router(domains):
         env = family.new_state(t)
         direct = scripted_demo(chat, system, user, calls, lambda n, a: env.call(n, a)[:40])
         assert scripted_demo(chat, system, user, calls, observer(router, t, family.new_state(t))) == direct
-    with pytest.raises(RuntimeError, match="failed at cancel_everything"):
-        observer(router, t, family.new_state(t))("cancel_everything", {})
+    # A failing call is observed as its error text, as a rollout would see it.
+    assert observer(router, t, family.new_state(t))("cancel_everything", {}).startswith("error: unknown function 'cancel_everything'")

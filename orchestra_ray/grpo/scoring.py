@@ -16,7 +16,7 @@ from orchestra_ray.config import RewardConfig
 from orchestra_ray.grpo.advantages import grouped_advantages
 from orchestra_ray.grpo.ledger import StepLedger
 from orchestra_ray.grpo.reward import orchestration_reward
-from orchestra_ray.grpo.staleness import staleness
+from orchestra_ray.grpo.staleness import check_max_staleness, staleness
 from orchestra_ray.rollout.failures import INFRASTRUCTURE
 from orchestra_ray.rollout.sample import Sample, TrainBatch
 
@@ -58,8 +58,7 @@ def infrastructure_failure(s: Sample) -> bool:
 def step_filters(reward: RewardConfig, max_staleness: int) -> List[SampleFilter]:
     """Every filter of a step, in the order they are applied: the `reward` section's switches, then
     the tool failures and the staleness bound (rollout.max_staleness), always on."""
-    if max_staleness < 0:
-        raise ValueError(f"max_staleness must not be negative, got {max_staleness}")
+    check_max_staleness(max_staleness)
     return [
         SampleFilter("zero_variance_samples", lambda s: s.zero_variance, reward.filter_zero_variance, count_all=True),
         SampleFilter("format_error_samples", lambda s: s.has_format_error, reward.filter_format_errors, count_all=True),
@@ -156,27 +155,3 @@ def score(samples: List[Sample], ledger: StepLedger, learner_version: int, rewar
         stamp_group(group, group_rewards(group), reward)
     stamp_staleness(samples, learner_version)
     return Scored(samples, apply_filters(filters, groups), books)
-
-
-@dataclass
-class GroupResult:
-    advantages: List[float]
-    keep: List[bool]
-    counts: FilterCounts
-    zero_variance: bool = False
-
-
-def advantages_with_filters(rewards: Sequence[float], format_error: Sequence[bool], has_answer: Sequence[bool], *,
-                            std_normalize: bool = True, eps: float = 1e-6, filter_zero_variance: bool = True,
-                            filter_format_errors: bool = False, filter_no_answer: bool = False,
-                            counts: Optional[FilterCounts] = None) -> GroupResult:
-    """One group given as plain lists (its rewards, format-error and answer flags), through the same
-    stamping and filters as a step's samples (fresh ones: none stale, none hurt by a tool)."""
-    group = [Sample(format_errors=["format"] if bad else [], answer_source="text" if answered else "")
-             for bad, answered in zip(format_error, has_answer)]
-    reward = RewardConfig(std_normalize, eps, filter_zero_variance, filter_format_errors, filter_no_answer)
-    stamp_group(group, rewards, reward)
-    stamp_staleness(group, learner_version=-1)
-    counts = apply_filters(step_filters(reward, max_staleness=0), [group], counts)
-    return GroupResult([s.advantage for s in group], [s.kept for s in group], counts,
-                       bool(group and group[0].zero_variance))

@@ -23,8 +23,12 @@ def staleness(sample_version: int, learner_version: int) -> int:
     return learner_version - sample_version
 
 
-def within_bound(sample_versions: Sequence[int], learner_version: int, max_staleness: int) -> List[bool]:
-    """For each sample, whether it may be trained on at this learner version."""
+def check_max_staleness(max_staleness: int) -> None:
     if max_staleness < 0:
         raise ValueError(f"max_staleness must not be negative, got {max_staleness}")
+
+
+def within_bound(sample_versions: Sequence[int], learner_version: int, max_staleness: int) -> List[bool]:
+    """For each sample, whether it may be trained on at this learner version."""
+    check_max_staleness(max_staleness)
     return [staleness(v, learner_version) <= max_staleness for v in sample_versions]
