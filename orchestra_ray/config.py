@@ -239,7 +239,7 @@ class EvalConfig:
     bootstrap_samples: int = 2000
 
 
-FAMILIES = ("frames", "domain", "arithmetic")
+FAMILIES = ("frames", "domain", "arithmetic")  # the registry's names (orchestra_ray/families/registry.py)
 DOMAIN_NAMES = ["airline", "retail", "bank", "weather"]
 
 

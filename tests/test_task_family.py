@@ -36,6 +36,10 @@ def domains():
 
 def test_the_registry_lists_every_family_in_load_order():
     assert list(FAMILIES) == [FRAMES, ARITHMETIC, DOMAIN]
+    # The config's schema names them too, without importing them (a config is read before any family loads).
+    from orchestra_ray import config
+
+    assert sorted(config.FAMILIES) == sorted(FAMILIES)
     assert family_type(DOMAIN) is DomainFamily
     with pytest.raises(ValueError, match="unknown task family 'nope'"):
         family_type("nope")
