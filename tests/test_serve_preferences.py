@@ -27,11 +27,15 @@ def checkpoint(tmp_path_factory, frames_dir):
     if given:
         return given
     root = tmp_path_factory.mktemp("runs")
-    # The config's own warm start (what teaches the policy to read the preference); few RL steps.
+    # The config's own warm start (what teaches the policy to read the preference); few RL steps, at
+    # the paper's learning rate: two steps of 4 tasks at the config's 5e-4 can swap the cost-first
+    # and accuracy-first routes of the tiny policy (seen: $0.0027 -> $0.0288 per question under
+    # cost-first), which would test those two noisy steps rather than serving.
     assert main([
         "train", "preferences", f"data.path={frames_dir}", f"data.max_heldout_questions={HELDOUT}",
         f"run.root={root}", "run.name=pref", f"policy.cache_dir={tmp_path_factory.mktemp('cache')}",
         "rollout.tasks_per_step=4", "rollout.group_size=4", "trainer.steps=2", "trainer.checkpoint_every=1",
+        "trainer.lr=1e-6",
         "eval.enabled=false", "cluster.include_dashboard=false",
     ]) == 0
     return os.path.join(root, "pref")
