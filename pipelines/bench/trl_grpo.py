@@ -19,6 +19,8 @@ import statistics
 import time
 from typing import Dict, List, Sequence, Tuple
 
+from orchestra_ray.experts.base import InProcessExperts
+
 SIDES = ("trl", "sync", "async")
 
 
@@ -51,14 +53,9 @@ class GivenCompletions:
         return out
 
 
-class LocalExperts:
-    """The zoo's replay experts called in this process (TRL's reward runs in the trainer)."""
-
-    def __init__(self, experts):
-        self.experts = experts
-
-    def respond_many(self, requests):
-        return [self.experts[slot].respond(req) for slot, req in requests]
+class LocalExperts(InProcessExperts):
+    """The zoo's replay experts called in this process (TRL's reward runs in the trainer), failures
+    answered as in a rollout."""
 
     def run_tools(self, calls):
         raise ValueError("the routing task has no basic tools")
