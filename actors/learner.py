@@ -1,28 +1,42 @@
 """Learner: holds the trainable policy and its optimizer; takes the warm-start and GRPO steps and
-publishes each new version of the weights once."""
+publishes each new version of the weights once.
+
+With `trainer.num_learners` = 1 it is the run's one learner, its model whole. Above 1 each actor is
+one rank of a learner group (actors/learner_group.py): the policy, its AdamW state and the frozen
+reference model are sharded over the ranks with FSDP2 (orchestra_ray/policy/sharding.py), every
+rank takes its share of each batch, and rank 0 gathers and publishes each version whole.
+"""
 
 from __future__ import annotations
 
 import copy
 import os
+import socket
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import ray
 
 from actors.common import ActorResources, quiet_torch_process
-from actors.weight_transport import flatten_parameters, publish_model
+from actors.weight_transport import (empty_packed, flatten_parameters, packed_layout, publish_model, publish_packed,
+                                     unpack_state)
 from orchestra_ray.config import OrchestraConfig, TrainerConfig
-from orchestra_ray.grpo.policy_update import grpo_update, sft_update
+from orchestra_ray.grpo.policy_update import grpo_update, reference_logprobs, sft_update
+from orchestra_ray.policy import sharding
 from orchestra_ray.policy.tiny_model import load_policy
 from orchestra_ray.rollout.sample import TrainBatch
+
+SHARDED = "dcp"  # a checkpoint's sharded model and optimizer state (any number of ranks loads it)
+LEARNER_STATE = "learner.pt"  # RNG states and version
+LEGACY_OPTIMIZER = "optimizer.pt"  # checkpoints of single learners before DCP: optimizer, RNGs, version
 
 
 @dataclass(frozen=True)
 class LearnerSpec:
     """What a learner is built from: the policy it starts from, the `trainer` section (its
-    hyperparameters), the policy's dtype and device, the run's seed, and what it asks Ray for."""
+    hyperparameters and group layout), the policy's dtype and device, the run's seed, and what each
+    rank asks Ray for."""
 
     policy_path: str
     trainer: TrainerConfig
@@ -40,38 +54,75 @@ class LearnerSpec:
 
 @ray.remote
 class Learner:
-    def __init__(self, spec: LearnerSpec, weight_store):
+    def __init__(self, spec: LearnerSpec, weight_store, rank: int = 0, world: int = 1):
         import torch
 
         quiet_torch_process(spec.trainer.torch_threads)
         torch.manual_seed(spec.seed)
-        self.cfg = spec.trainer
-        self.model, self.tokenizer = load_policy(spec.policy_path, spec.dtype, spec.device)
-        self.model.eval()
-        # On CPU the parameters live in the buffer that is published: no packing at each version.
-        flatten_parameters(self.model)
+        self.cfg, self.spec, self.rank, self.world = spec.trainer, spec, rank, world
+        self.lm, self.tokenizer = load_policy(spec.policy_path, spec.dtype, spec.device)
+        if self.cfg.gradient_checkpointing:
+            self.lm.gradient_checkpointing_enable()
+        self.lm.eval()
         self.store = weight_store
         self.version = -1
         self.generator = torch.Generator().manual_seed(spec.seed)
-        self.optimizer = self._optimizer(spec.trainer.lr)
+        self.reference = None
+        self.busy_s = 0.0
+        self.model = self.optimizer = self.packed = None
+        if world == 1:
+            # On CPU the parameters live in the buffer that is published: no packing at each version.
+            flatten_parameters(self.lm)
+            self.model = self.lm
+            self.optimizer = self._optimizer(spec.trainer.lr)
+
+    # ---- the group (world > 1) -------------------------------------------------------------------
+    def address(self) -> Tuple[str, int]:
+        """Where rank 0 listens for the process group: this node's address and a free port."""
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return ray.util.get_node_ip_address(), s.getsockname()[1]
+
+    def join(self, address: str, port: int) -> int:
+        """Joins the process group and shards the policy; rank 0 keeps the buffer it publishes from."""
+        mesh = sharding.join_group(self.rank, self.world, address, port, self.cfg.collective_timeout_s)
+        self.mesh = mesh
+        self.names = [name for name, _, _, _ in packed_layout(self.lm)[0]]  # before sharding: tied entries once
+        if self.rank == 0:
+            self.packed = empty_packed(self.lm)
+        self.model = sharding.shard(self.lm, mesh, self.cfg.mixed_precision, self.cfg.cpu_offload)
+        self.optimizer = self._optimizer(self.cfg.lr)
+        return os.getpid()
 
     def _optimizer(self, lr: float):
         import torch
 
         return torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=self.cfg.weight_decay)
 
+    def _gather(self) -> Optional[Dict]:
+        """The whole current weights on rank 0 (name -> array views into its publish buffer)."""
+        targets = unpack_state(self.packed) if self.rank == 0 else None
+        sharding.gather_state(self.lm, self.names, targets, int(self.cfg.publish_bucket_mb * 2**20))
+        return targets
+
+    # ---- the learner interface ------------------------------------------------------------------
+    def pid(self) -> int:
+        return os.getpid()
+
     def publish(self) -> int:
         self.version += 1
-        return publish_model(self.store, self.model, self.version)
+        if self.world == 1:
+            return publish_model(self.store, self.lm, self.version)
+        self._gather()
+        return publish_packed(self.store, self.packed, self.version) if self.rank == 0 else self.version
 
     def current_version(self) -> int:
         return self.version
 
     def warm_start(self, demos: Sequence[dict], epochs: int, batch_size: int, lr: float, seed: int) -> List[float]:
         """Supervised stage with its own optimizer; the GRPO optimizer starts fresh afterwards."""
-        losses = sft_update(self.model, self._optimizer(lr), demos, epochs=epochs, batch_size=batch_size,
-                            max_grad_norm=self.cfg.max_grad_norm, seed=seed)
-        return losses
+        return sft_update(self.model, self._optimizer(lr), demos, epochs=epochs, batch_size=batch_size,
+                          max_grad_norm=self.cfg.max_grad_norm, seed=seed, rank=self.rank, world=self.world)
 
     def train_step(self, batch: TrainBatch, ref_logprobs: Optional[Sequence[Sequence[float]]], temperature: float) -> Dict[str, float]:
         """PPO-clip steps on the kept samples' batch, then the new version published."""
@@ -81,6 +132,7 @@ class Learner:
             clip_low=self.cfg.clip_low, clip_high=self.cfg.clip_high, kl_coef=self.cfg.kl_coef,
             max_grad_norm=self.cfg.max_grad_norm, epochs=self.cfg.epochs, mini_batches=self.cfg.mini_batches,
             micro_batch_size=self.cfg.micro_batch_size, temperature=temperature, generator=self.generator,
+            rank=self.rank, world=self.world,
         )
         t1 = time.perf_counter()
         stats["version"] = float(self.publish())
@@ -88,34 +140,90 @@ class Learner:
         return stats
 
     def save(self, path: str, with_optimizer: bool = True) -> str:
-        """Policy in Hugging Face format (+ optimizer and RNG state) under `path`."""
+        """The policy in Hugging Face format under `path`/policy (written by rank 0 from the whole
+        weights), and with `with_optimizer` the sharded model and optimizer state through DCP under
+        `path`/dcp (every rank writes its shards: on several nodes `path` is on a shared file system)
+        with the RNG states and version."""
         import torch
 
-        self.model.save_pretrained(os.path.join(path, "policy"))
-        self.tokenizer.save_pretrained(os.path.join(path, "policy"))
+        policy_dir = os.path.join(path, "policy")
+        if self.world == 1:
+            self.lm.save_pretrained(policy_dir)
+        else:
+            targets = self._gather()
+            if self.rank == 0:
+                # save_pretrained empties the dict it is given: it gets copies made for it.
+                self.lm.save_pretrained(policy_dir, state_dict=sharding.full_state(targets, self._dtype()))
+        if self.rank == 0:
+            self.tokenizer.save_pretrained(policy_dir)
         if with_optimizer:
-            torch.save({"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                        "generator": self.generator.get_state(), "version": self.version},
-                       os.path.join(path, "optimizer.pt"))
+            sharding.save_sharded(self.lm, self.optimizer, os.path.join(path, SHARDED))
+            if self.rank == 0:
+                torch.save({"torch_rng": torch.get_rng_state(), "generator": self.generator.get_state(),
+                            "version": self.version, "num_learners": self.world}, os.path.join(path, LEARNER_STATE))
         return path
 
     def restore(self, path: str) -> int:
-        """Load a checkpoint written by `save` and publish its weights (same version number)."""
+        """Loads a checkpoint written by `save` at any number of ranks (or a single learner's of
+        earlier releases, at one rank) and publishes its weights (same version number)."""
         import torch
-        from transformers import AutoModelForCausalLM
 
-        loaded = AutoModelForCausalLM.from_pretrained(os.path.join(path, "policy"), dtype=next(self.model.parameters()).dtype)
-        self.model.load_state_dict(loaded.state_dict())
-        opt_path = os.path.join(path, "optimizer.pt")
-        if os.path.exists(opt_path):  # the warm-start checkpoint holds the policy only
-            state = torch.load(opt_path, weights_only=False)
+        if os.path.isdir(os.path.join(path, SHARDED)):
+            sharding.load_sharded(self.lm, self.optimizer, os.path.join(path, SHARDED))
+            self._set_state(torch.load(os.path.join(path, LEARNER_STATE), weights_only=False))
+            return self.publish()
+        loaded = self._load_hf(os.path.join(path, "policy"))
+        if self.world == 1:
+            self.lm.load_state_dict(loaded)
+        else:
+            sharding.load_full(self.lm, loaded)
+        legacy = os.path.join(path, LEGACY_OPTIMIZER)
+        if os.path.exists(legacy):  # the warm-start checkpoint holds the policy only
+            if self.world > 1:
+                raise ValueError(f"{path} holds a single learner's optimizer ({LEGACY_OPTIMIZER}, no {SHARDED}/): "
+                                 "resume it with trainer.num_learners=1")
+            state = torch.load(legacy, weights_only=False)
             self.optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["torch_rng"])
-            self.generator.set_state(state["generator"])
-            self.version = int(state["version"]) - 1
+            self._set_state(state)
         return self.publish()
 
+    def _load_hf(self, policy_dir: str) -> Optional[Dict]:
+        """The state dict of a Hugging Face folder (rank 0 only in a group: it broadcasts it)."""
+        from transformers import AutoModelForCausalLM
 
-def start_learner(spec: LearnerSpec, weight_store) -> "ray.actor.ActorHandle":
-    """The run's learner, publishing to `weight_store`; the driver sees only this handle's methods."""
-    return Learner.options(**spec.resources.options()).remote(spec, weight_store)
+        if self.rank != 0:
+            return None
+        return AutoModelForCausalLM.from_pretrained(policy_dir, dtype=self._dtype()).state_dict()
+
+    def _set_state(self, state: Dict) -> None:
+        import torch
+
+        torch.set_rng_state(state["torch_rng"])
+        self.generator.set_state(state["generator"])
+        self.version = int(state["version"]) - 1
+
+    def _dtype(self):
+        import torch
+
+        return getattr(torch, self.spec.dtype)
+
+    # ---- the reference model on the group's ranks (world > 1) -----------------------------------
+    def load_reference(self, policy_path: str) -> int:
+        """The frozen policy of the KL term, sharded like the trained one."""
+        ref, _ = load_policy(policy_path, self.spec.dtype, self.spec.device)
+        ref.requires_grad_(False)
+        self.reference = sharding.shard(ref.eval(), self.mesh, self.cfg.mixed_precision, self.cfg.cpu_offload)
+        return os.getpid()
+
+    def logprobs(self, batch: TrainBatch, temperature: float = 1.0) -> Dict[int, List[float]]:
+        """Reference log-probs of this rank's share of the batch, by batch index."""
+        t0 = time.perf_counter()
+        try:
+            return reference_logprobs(self.reference, batch.token_ids, self.cfg.micro_batch_size, temperature,
+                                      batch.loss_masks, rank=self.rank, world=self.world)
+        finally:
+            self.busy_s += time.perf_counter() - t0
+
+    def busy_seconds(self) -> float:
+        return self.busy_s
+

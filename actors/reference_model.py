@@ -53,7 +53,8 @@ class ReferenceModel:
         """Per-token log-probs of the batch's sequences where their loss masks are 1 (0 elsewhere)."""
         t0 = time.perf_counter()
         try:
-            return reference_logprobs(self.model, batch.token_ids, self.micro_batch_size, temperature, batch.loss_masks)
+            got = reference_logprobs(self.model, batch.token_ids, self.micro_batch_size, temperature, batch.loss_masks)
+            return [got[i] for i in range(len(batch))]
         finally:
             self.busy_s += time.perf_counter() - t0
 

@@ -141,6 +141,30 @@ def pack_state(model) -> Dict:
     return {"layout": layout, "data": buf}
 
 
+def packed_layout(model) -> Tuple[List[Tuple[str, str, Tuple[int, ...], int]], int]:
+    """The layout `pack_state(model)` sends (names as `state_to_numpy` keeps them) and its bytes."""
+    import torch
+
+    layout: List[Tuple[str, str, Tuple[int, ...], int]] = []
+    size, seen = 0, set()
+    for name, t in model.state_dict().items():
+        key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()))
+        if key in seen:
+            continue
+        seen.add(key)
+        dt = np.dtype(np.float32) if t.is_floating_point() else torch.empty(0, dtype=t.dtype).numpy().dtype
+        layout.append((name, dt.str, tuple(t.shape), size))
+        size += _aligned(dt.itemsize * t.numel())
+    return layout, size
+
+
+def empty_packed(model) -> Dict:
+    """A packed buffer in `packed_layout(model)`, left empty: a sharded learner's rank 0 gathers
+    each version into it."""
+    layout, size = packed_layout(model)
+    return {"layout": layout, "data": np.zeros(size, dtype=np.uint8)}
+
+
 def unpack_state(packed: Dict) -> Dict[str, np.ndarray]:
     """Name -> array views into the packed buffer (no copy)."""
     data = packed["data"]
@@ -153,8 +177,11 @@ def unpack_state(packed: Dict) -> Dict[str, np.ndarray]:
 
 
 def publish_model(store, model, version: int) -> int:
-    ref = ray.put(pack_state(model))
-    return ray.get(store.publish.remote(version, [ref]))
+    return publish_packed(store, pack_state(model), version)
+
+
+def publish_packed(store, packed: Dict, version: int) -> int:
+    return ray.get(store.publish.remote(version, [ray.put(packed)]))
 
 
 def pull_if_newer(store, current: int) -> Optional[Tuple[int, Dict[str, np.ndarray]]]:

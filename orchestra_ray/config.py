@@ -210,6 +210,18 @@ class TrainerConfig:
     num_gpus: float = 0.0
     torch_threads: int = 2
     resources: Dict[str, float] = field(default_factory=dict)  # custom resources of the learner and reference
+    # The learner group: N ranks (Ray actors, each with the resources above) in one placement group,
+    # the policy sharded over them with FSDP2 and the reference model too (on the same ranks). 1: one
+    # learner actor and a reference-model actor, unsharded.
+    num_learners: int = 1
+    placement_strategy: str = "PACK"  # Ray's: PACK, SPREAD, STRICT_PACK (one node), STRICT_SPREAD
+    mixed_precision: str = "none"  # FSDP's compute dtype: none (the policy's dtype), bfloat16, float16
+    cpu_offload: bool = False  # FSDP keeps sharded parameters, gradients and AdamW state in host memory
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
+    # Seconds a collective (or the group's placement at start) may wait before it fails: a rank that
+    # dies or stalls never hangs the others forever.
+    collective_timeout_s: float = 600.0
+    publish_bucket_mb: float = 64.0  # a sharded version is gathered to rank 0 in buckets of this size
 
 
 @dataclass
@@ -239,6 +251,8 @@ class EvalConfig:
     bootstrap_samples: int = 2000
 
 
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray's, for the learner group
+MIXED_PRECISION = ("none", "bfloat16", "float16")  # FSDP compute dtypes of a sharded learner
 FAMILIES = ("frames", "domain", "arithmetic")  # the registry's names (orchestra_ray/families/registry.py)
 DOMAIN_NAMES = ["airline", "retail", "bank", "weather"]
 

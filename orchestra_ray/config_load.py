@@ -12,8 +12,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from orchestra_ray.config import (DEMONSTRATORS, DOMAIN_NAMES, EXPERT_BACKENDS, FAMILIES, TOKEN_LIMIT_PARAMS, ExpertSlotConfig,
-                                  FamiliesConfig, OrchestraConfig, ToolsConfig, serve_route_prefix)
+from orchestra_ray.config import (DEMONSTRATORS, DOMAIN_NAMES, EXPERT_BACKENDS, FAMILIES, MIXED_PRECISION,
+                                  PLACEMENT_STRATEGIES, TOKEN_LIMIT_PARAMS, ExpertSlotConfig, FamiliesConfig,
+                                  OrchestraConfig, ToolsConfig, serve_route_prefix)
 from orchestra_ray.errors import ConfigError
 from orchestra_ray.grpo.preferences import PreferenceError, profile_vector
 from orchestra_ray.tools.settings import validate_sandbox_config, validate_search_config
@@ -203,6 +204,12 @@ def validate(cfg: OrchestraConfig) -> None:
     _require(t.mini_batches >= 1, "trainer.mini_batches", "must be at least 1")
     _require(t.micro_batch_size >= 1, "trainer.micro_batch_size", "must be at least 1")
     _require(t.checkpoint_every >= 1, "trainer.checkpoint_every", "must be at least 1")
+    _require(t.placement_strategy in PLACEMENT_STRATEGIES, "trainer.placement_strategy",
+             f"must be one of {', '.join(PLACEMENT_STRATEGIES)}, got {t.placement_strategy!r}")
+    _require(t.mixed_precision in MIXED_PRECISION, "trainer.mixed_precision",
+             f"must be one of {', '.join(MIXED_PRECISION)}, got {t.mixed_precision!r}")
+    _require(not (t.cpu_offload and t.num_learners == 1), "trainer.cpu_offload",
+             "offloads a sharded learner's state: set trainer.num_learners >= 2 (or leave it off)")
     _require(
         (r.tasks_per_step * r.group_size) % t.mini_batches == 0,
         "trainer.mini_batches",
@@ -247,7 +254,7 @@ def validate(cfg: OrchestraConfig) -> None:
 
 
 # Counts, sizes and rates outside these bounds would only fail deep inside a worker, or train nothing.
-_AT_LEAST_ONE = ("rollout.max_total_tokens", "rollout.max_batch_size", "rollout.torch_threads", "trainer.epochs",
+_AT_LEAST_ONE = ("trainer.num_learners", "rollout.max_total_tokens", "rollout.max_batch_size", "rollout.torch_threads", "trainer.epochs",
                  "trainer.torch_threads", "warm_start.epochs", "warm_start.batch_size", "eval.bootstrap_samples",
                  "zoo.max_response_chars", "policy.tiny.vocab_size", "policy.tiny.hidden_size",
                  "policy.tiny.intermediate_size", "policy.tiny.num_hidden_layers", "policy.tiny.num_attention_heads",
@@ -257,7 +264,8 @@ _NOT_NEGATIVE = ("policy.tiny.pretrain_steps", "families.domain.lookup_repeats",
                  "rollout.num_cpus_per_worker", "rollout.num_gpus_per_worker", "trainer.num_cpus", "trainer.num_gpus",
                  "trainer.weight_decay", "reward.eps", "eval.temperature", "data.max_train_questions",
                  "data.max_heldout_questions")
-_FINITE_POSITIVE = ("trainer.lr", "warm_start.lr", "policy.tiny.pretrain_lr", "trainer.max_grad_norm")
+_FINITE_POSITIVE = ("trainer.lr", "warm_start.lr", "policy.tiny.pretrain_lr", "trainer.max_grad_norm",
+                    "trainer.collective_timeout_s", "trainer.publish_bucket_mb")
 
 
 def _validate_ranges(cfg: OrchestraConfig) -> None:

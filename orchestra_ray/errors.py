@@ -9,3 +9,8 @@ class ConfigError(ValueError):
 
 class DataError(ValueError):
     """A data file that cannot be used: missing, unreadable, or with a missing or wrongly typed column."""
+
+
+class LearnerLost(RuntimeError):
+    """A rank of the learner group died or failed: the group cannot take another step. Its message
+    names the rank; the driver adds the last checkpoint to resume from."""

@@ -316,7 +316,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from orchestra_ray.errors import ConfigError
     from orchestra_ray.rollout.failures import StepFailed
-    from orchestra_ray.errors import DataError
+    from orchestra_ray.errors import DataError, LearnerLost
     from pipelines.submit import JobError
 
     try:
@@ -326,6 +326,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     except StepFailed as exc:
         print(f"orchestra-ray: error: {exc}; the last checkpoint is kept: continue with --resume RUN_DIR", file=sys.stderr)
+        return 1
+    except LearnerLost as exc:
+        print(f"orchestra-ray: error: {exc}; continue with --resume RUN_DIR", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         if args.command == "serve":

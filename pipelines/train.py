@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from actors.tool_client import RayToolClient
 from orchestra_ray import checkpoint as ckpt
 from orchestra_ray.config import OrchestraConfig
+from orchestra_ray.errors import LearnerLost
 from orchestra_ray.families.domains.call_match import summarise_call_match
 from orchestra_ray.reports.evaluation import (compare_outcomes, episode_outcomes, paired_bootstrap, per_question_reward, summarise,
                                       summarise_families)
@@ -280,6 +281,9 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
             progress.step(last)
             if tr.step % cfg.trainer.checkpoint_every == 0 or tr.step == cfg.trainer.steps:
                 tr.save_checkpoint()
+    except LearnerLost as exc:
+        where = ckpt.latest_checkpoint(run_dir) or f"{warm_dir} (the warm start)"
+        raise LearnerLost(f"{getattr(exc, 'cause', None) or exc}; last checkpoint: {where}") from None
     finally:
         if tr.ahead is not None:
             tr.ahead.close()

@@ -2,8 +2,9 @@
 actor in actors/), started in one order and stopped together. Training, evaluation, serving and the
 benchmarks start what they need through it:
 
-    weight store (on the driver's node) -> experts -> tools -> rollout pool -> learner
-    -> reference model (on the warm-start policy; none when trainer.kl_coef = 0)
+    weight store (on the driver's node) -> experts -> tools -> rollout pool -> learner (one actor, or
+    a group of trainer.num_learners ranks) -> reference model (on the warm-start policy; on the
+    group's ranks for a group; none when trainer.kl_coef = 0)
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import ray
 
 from actors.code_interpreter import start_code_pool
 from actors.experts import ExpertsSpec, start_experts
-from actors.learner import LearnerSpec, start_learner
+from actors.learner import LearnerSpec
+from actors.learner_group import start_learner
 from actors.reference_model import ReferenceSpec, start_reference
 from actors.rollout_pool import RolloutPool
 from actors.rollout_worker import RolloutSpec, start_rollout_worker
@@ -83,8 +85,14 @@ class Workers:
         ckpt.commit(tmp, warm_dir, state)
 
     def start_reference(self, policy_path: str) -> None:
-        """The frozen policy of the KL term; none when trainer.kl_coef is 0, where no step asks it."""
-        if self.cfg.trainer.kl_coef > 0:
+        """The frozen policy of the KL term; none when trainer.kl_coef is 0, where no step asks it. A
+        learner group holds it on its ranks, sharded like the policy."""
+        if self.cfg.trainer.kl_coef <= 0:
+            return
+        if self.cfg.trainer.num_learners > 1:
+            ray.get(self.learner.load_reference.remote(policy_path))
+            self.reference = self.learner
+        else:
             self.reference = start_reference(ReferenceSpec.from_config(self.cfg, policy_path))
 
     def wait_ready(self, rollout_workers: int = 0) -> None:
@@ -99,7 +107,7 @@ class Workers:
         """Every actor started here, the rollout pool's workers included."""
         out = [self.learner, self.reference, self.store, *self.experts.values(), self.code_pool, self.search]
         out += [m.handle for m in self.pool.members.values()] if self.pool is not None else []
-        return [h for h in out if h is not None]
+        return list({id(h): h for h in out if h is not None}.values())  # a learner group is its own reference
 
     def stop(self) -> None:
         for h in self.handles():

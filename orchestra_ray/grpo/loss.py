@@ -19,9 +19,10 @@ class LossOutput:
 
 
 def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Log-prob of each target token under softmax(logits / temperature), in float32; `logits` has
+    """Log-prob of each target token under softmax(logits / temperature), in float32 (float64 for a
+    float64 model); `logits` has
     one more (vocabulary) dimension than `targets`. The one place token log-probs are computed."""
-    logits = logits.float()
+    logits = logits if logits.dtype == torch.float64 else logits.float()
     if temperature and temperature != 1.0:
         logits = logits / temperature
     return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
@@ -78,6 +79,7 @@ def policy_loss(
     return LossOutput(loss, stats)
 
 
-def sft_loss(logprobs: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood of the policy tokens, token-mean (the warm-start stage)."""
-    return -masked_token_mean(logprobs, loss_mask.to(logprobs.dtype))
+def sft_loss(logprobs: torch.Tensor, loss_mask: torch.Tensor, token_count: Optional[float] = None) -> torch.Tensor:
+    """Negative log-likelihood of the policy tokens, token-mean (the warm-start stage); over
+    `token_count` tokens when given (a learner group's whole batch)."""
+    return -masked_token_mean(logprobs, loss_mask.to(logprobs.dtype), token_count)

@@ -10,7 +10,13 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from orchestra_ray.grpo.loss import policy_loss, sft_loss, target_logprobs, token_logprobs
+from orchestra_ray.grpo.shares import rank_micro_batches
+from orchestra_ray.policy.sharding import PositionLogits
 from orchestra_ray.rollout.sample import TrainBatch
+
+# Statistics a rank of a learner group returns as its part of the whole batch's (summed over ranks);
+# the others (gradient norm, optimizer steps) are the same on every rank.
+RANK_PARTS = ("loss", "kl", "clip_fraction", "ratio_mean")
 
 
 def pad_right(rows: Sequence[Sequence[float]], value, dtype) -> torch.Tensor:
@@ -45,16 +51,22 @@ def sequence_logprobs(model, token_ids: Sequence[Sequence[int]], temperature: fl
     attn = pad_right([[1] * len(t) for t in token_ids], 0, torch.long)
     device = next(model.parameters()).device
     ids, attn = ids.to(device), attn.to(device)
-    split = _split_head(model) if masks is not None else None
-    if split is None:
+    sharded = isinstance(model, PositionLogits)
+    split = _split_head(model) if masks is not None and not sharded else None
+    if split is None and not sharded:
         logits = model(input_ids=ids, attention_mask=attn).logits
         return token_logprobs(logits, ids, temperature) * attn
-    decoder, head = split
-    want = pad_right(masks, 0, torch.long).to(device).bool() & attn.bool()
+    want = attn.bool()
+    if masks is not None:
+        want &= pad_right(masks, 0, torch.long).to(device).bool()
     want[:, 0] = False  # nothing predicts the first token
     rows, cols = want.nonzero(as_tuple=True)
-    hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state
-    logits = head(hidden[rows, cols - 1])  # position t is predicted from t-1
+    if sharded:
+        logits = model(ids, attn, rows, cols)
+    else:
+        decoder, head = split
+        hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state
+        logits = head(hidden[rows, cols - 1])  # position t is predicted from t-1
     picked = target_logprobs(logits, ids[rows, cols], temperature)
     out = torch.zeros(ids.shape, dtype=picked.dtype, device=device)
     return out.index_put((rows, cols), picked)
@@ -62,19 +74,20 @@ def sequence_logprobs(model, token_ids: Sequence[Sequence[int]], temperature: fl
 
 @torch.no_grad()
 def reference_logprobs(model, token_ids: Sequence[Sequence[int]], micro_batch_size: int, temperature: float = 1.0,
-                       masks: Optional[Sequence[Sequence[int]]] = None) -> List[List[float]]:
-    """Log-probs per token (0 where `masks`, when given, is 0: only policy tokens need them)."""
-    out: List[List[float]] = []
-    for i in range(0, len(token_ids), micro_batch_size):
-        chunk = token_ids[i : i + micro_batch_size]
-        lp = sequence_logprobs(model, chunk, temperature, masks=None if masks is None else masks[i : i + micro_batch_size]).cpu()
-        out.extend(lp[j, : len(t)].tolist() for j, t in enumerate(chunk))
+                       masks: Optional[Sequence[Sequence[int]]] = None, rank: int = 0,
+                       world: int = 1) -> Dict[int, List[float]]:
+    """Log-probs per token (0 where `masks`, when given, is 0: only policy tokens need them), by
+    batch index: all of them at world size 1, this rank's token-balanced share otherwise."""
+    out: Dict[int, List[float]] = {}
+    lengths = [len(t) for t in token_ids]
+    for rows in rank_micro_batches(range(len(token_ids)), lengths, micro_batch_size, rank, world):
+        real = bool(rows)
+        rows = rows or [0]  # an empty micro-batch still takes part in the collectives
+        lp = sequence_logprobs(model, [token_ids[i] for i in rows], temperature,
+                               masks=None if masks is None else [masks[i] for i in rows]).cpu()
+        if real:
+            out.update((i, lp[j, : lengths[i]].tolist()) for j, i in enumerate(rows))
     return out
-
-
-def _micro_batches(n: int, size: int):
-    for i in range(0, n, size):
-        yield list(range(i, min(n, i + size)))
 
 
 def grpo_update(
@@ -92,9 +105,14 @@ def grpo_update(
     micro_batch_size: int = 16,
     temperature: float = 1.0,
     generator: Optional[torch.Generator] = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> Dict[str, float]:
     """PPO-clip steps over the kept samples of `batch`; its rollout log-probs are the old policy's.
-    Loss is a token-mean over each mini-batch."""
+    Loss is a token-mean over each mini-batch, over the tokens of all ranks: in a learner group of
+    `world` ranks this rank takes its token-balanced share of each mini-batch, the gradients are
+    summed across ranks, and the update is the one a single learner takes on the whole mini-batch
+    (the RANK_PARTS statistics are this rank's parts of the sums)."""
     model.train()
     device = next(model.parameters()).device
     stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0, "grad_norm": 0.0}
@@ -111,8 +129,10 @@ def grpo_update(
                 continue
             optimizer.zero_grad(set_to_none=True)
             mb_stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0}
-            for mb in _micro_batches(len(idx), micro_batch_size):
-                rows = [idx[j] for j in mb]
+            lengths = [len(batch.token_ids[i]) for i in idx]
+            for rows in rank_micro_batches(idx, lengths, micro_batch_size, rank, world):
+                weight = 1.0 if rows else 0.0  # an empty micro-batch: a zero-weight pass for the collectives
+                rows = rows or idx[:1]
                 masks = [batch.loss_masks[i] for i in rows]
                 lp = sequence_logprobs(model, [batch.token_ids[i] for i in rows], temperature, masks=masks)
                 mask = pad_right(masks, 0, torch.float32).to(device)
@@ -126,7 +146,9 @@ def grpo_update(
                     lp, old, adv, mask, ref,
                     clip_low=clip_low, clip_high=clip_high, kl_coef=kl_coef, token_count=tokens,
                 )
-                out.loss.backward()
+                (out.loss * weight).backward()
+                if not weight:
+                    continue
                 share = float(mask.sum()) / tokens
                 mb_stats["loss"] += float(out.loss.detach())
                 for k in ("kl", "clip_fraction", "ratio_mean"):
@@ -141,8 +163,10 @@ def grpo_update(
     return {k: v / max(1, n_updates) for k, v in stats.items()} | {"optimizer_steps": float(n_updates)}
 
 
-def sft_update(model, optimizer, samples: Sequence[dict], *, epochs: int, batch_size: int, max_grad_norm: float, seed: int) -> List[float]:
-    """Supervised warm start on demonstrations (token_ids, loss_mask); returns the loss per epoch."""
+def sft_update(model, optimizer, samples: Sequence[dict], *, epochs: int, batch_size: int, max_grad_norm: float, seed: int,
+               rank: int = 0, world: int = 1) -> List[float]:
+    """Supervised warm start on demonstrations (token_ids, loss_mask); returns the loss per epoch
+    (this rank's part of it in a learner group, which splits each batch as `grpo_update` does)."""
     model.train()
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
@@ -151,11 +175,14 @@ def sft_update(model, optimizer, samples: Sequence[dict], *, epochs: int, batch_
         order = torch.randperm(len(samples), generator=g).tolist()
         total, count = 0.0, 0
         for i in range(0, len(order), batch_size):
-            rows = [samples[j] for j in order[i : i + batch_size]]
+            idx = order[i : i + batch_size]
+            tokens = max(1.0, float(sum(sum(samples[j]["loss_mask"][1:]) for j in idx)))
+            mine = rank_micro_batches(idx, [len(samples[j]["token_ids"]) for j in idx], len(idx), rank, world)[0]
+            rows = [samples[j] for j in (mine or idx[:1])]  # an empty share: a zero-weight pass
             lp = sequence_logprobs(model, [r["token_ids"] for r in rows], masks=[r["loss_mask"] for r in rows])
             mask = pad_right([r["loss_mask"] for r in rows], 0, torch.float32).to(device)
             mask[:, 0] = 0.0
-            loss = sft_loss(lp, mask)
+            loss = sft_loss(lp, mask, tokens) * (1.0 if mine else 0.0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
