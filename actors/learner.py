@@ -60,7 +60,8 @@ class Learner:
         quiet_torch_process(spec.trainer.torch_threads)
         torch.manual_seed(spec.seed)
         self.cfg, self.spec, self.rank, self.world = spec.trainer, spec, rank, world
-        self.lm, self.tokenizer = load_policy(spec.policy_path, spec.dtype, spec.device)
+        # A rank loads on the host: sharding moves its 1/N to the device, layer by layer.
+        self.lm, self.tokenizer = load_policy(spec.policy_path, spec.dtype, spec.device if world == 1 else "cpu")
         if self.cfg.gradient_checkpointing:
             self.lm.gradient_checkpointing_enable()
         self.lm.eval()
@@ -85,7 +86,8 @@ class Learner:
 
     def join(self, address: str, port: int) -> int:
         """Joins the process group and shards the policy; rank 0 keeps the buffer it publishes from."""
-        mesh = sharding.join_group(self.rank, self.world, address, port, self.cfg.collective_timeout_s)
+        mesh = sharding.join_group(self.rank, self.world, address, port, self.cfg.collective_timeout_s,
+                                   "cuda" if self.spec.device.startswith("cuda") else "cpu")
         self.mesh = mesh
         self.names = [name for name, _, _, _ in packed_layout(self.lm)[0]]  # before sharding: tied entries once
         if self.rank == 0:
@@ -210,7 +212,7 @@ class Learner:
     # ---- the reference model on the group's ranks (world > 1) -----------------------------------
     def load_reference(self, policy_path: str) -> int:
         """The frozen policy of the KL term, sharded like the trained one."""
-        ref, _ = load_policy(policy_path, self.spec.dtype, self.spec.device)
+        ref, _ = load_policy(policy_path, self.spec.dtype, "cpu")
         ref.requires_grad_(False)
         self.reference = sharding.shard(ref.eval(), self.mesh, self.cfg.mixed_precision, self.cfg.cpu_offload)
         return os.getpid()
@@ -226,4 +228,38 @@ class Learner:
 
     def busy_seconds(self) -> float:
         return self.busy_s
+
+    # ---- measurement (bench learner) ------------------------------------------------------------
+    def reset_peak_memory(self) -> None:
+        """Starts this process's peak resident memory afresh, from what it holds now (Linux:
+        /proc/self/clear_refs)."""
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        self.rss_at_reset = _status_bytes("VmRSS")
+
+    def memory(self) -> List[Dict[str, float]]:
+        """Bytes this rank holds of parameters, gradients and optimizer state (its shards), and its
+        resident memory now and at its peak since `reset_peak_memory` (one entry per rank)."""
+        import torch
+
+        def local(t):
+            return t.to_local() if hasattr(t, "to_local") else t
+
+        def nbytes(ts):
+            return float(sum(local(t).numel() * local(t).element_size() for t in ts))
+
+        params = list(self.model.parameters())
+        state = [v for st in self.optimizer.state.values() for v in st.values() if torch.is_tensor(v) and v.dim() > 0]
+        return [{"rank": float(self.rank), "param_bytes": nbytes(params), "grad_bytes": nbytes(p.grad for p in params if p.grad is not None),
+                 "optimizer_bytes": nbytes(state), "rss_at_reset_bytes": getattr(self, "rss_at_reset", 0.0),
+                 "peak_rss_bytes": _status_bytes("VmHWM")}]
+
+
+def _status_bytes(key: str) -> float:
+    """A memory figure of this process from /proc/self/status (reported in kB)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return float(line.split()[1]) * 1024
+    return 0.0
 

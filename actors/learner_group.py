@@ -71,7 +71,8 @@ class LearnerGroup:
 
     def _end(self, rank: int, method: str, exc: BaseException) -> None:
         died = isinstance(exc, ray.exceptions.RayActorError)
-        why = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__
+        why = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        why = why.split(" Some common causes")[0][:240]  # Ray's death notice, without its list of guesses
         self.lost = f"learner rank {rank} of {self.n} {'died' if died else 'failed'} during {method}: {why}"
         for r in self.ranks:
             ray.kill(r, no_restart=True)
@@ -126,6 +127,12 @@ class LearnerGroup:
 
     async def rank_pids(self) -> List[int]:
         return await self._all("pid")
+
+    async def reset_peak_memory(self) -> None:
+        await self._all("reset_peak_memory")
+
+    async def memory(self) -> List[Dict[str, float]]:
+        return [m for part in await self._all("memory") for m in part]
 
 
 def start_learner(spec: LearnerSpec, weight_store) -> "ray.actor.ActorHandle":

@@ -287,9 +287,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if action == "logs":
             a.add_argument("--follow", action="store_true", help="print the logs until the job ends")
     p.set_defaults(run=cmd_job)
-    p = sub.add_parser("bench", help="a benchmark (trl, weight-sync, sandbox, breakdown, copy): prints a table, writes bench.json")
-    p.add_argument("name", metavar="NAME", choices=("trl", "weight-sync", "sandbox", "breakdown", "copy"),
-                   help="trl | weight-sync | sandbox | breakdown | copy")
+    p = sub.add_parser("bench", help="a benchmark (trl, weight-sync, sandbox, breakdown, copy, learner): prints a table, "
+                                     "writes bench.json")
+    p.add_argument("name", metavar="NAME", choices=("trl", "weight-sync", "sandbox", "breakdown", "copy", "learner"),
+                   help="trl | weight-sync | sandbox | breakdown | copy | learner")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
                    help="trl, breakdown and copy: the config (default quickstart; copy: mixed) and dotted overrides")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: a new local cluster)")
@@ -297,7 +298,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--reps", type=int, default=None,
                    help="timed repetitions: weight-sync per model (default 5), trl per side (default 3)")
     p.add_argument("--workers", type=int, default=2, help="weight-sync: rollout workers receiving the weights (default 2)")
-    p.add_argument("--sizes", default="10M,100M,500M", help="weight-sync: model sizes (default 10M,100M,500M)")
+    p.add_argument("--sizes", default="10M,100M,500M",
+                   help="weight-sync: model sizes (default 10M,100M,500M); learner: one size (default 100M)")
+    p.add_argument("--learners", default="1,2", help="learner: numbers of ranks, the first 1 (default 1,2)")
+    p.add_argument("--samples", type=int, default=8, help="learner: samples per GRPO batch (default 8)")
+    p.add_argument("--tokens", type=int, default=128, help="learner: tokens per sample, +-25%% (default 128)")
+    p.add_argument("--micro-batch-size", type=int, default=4, help="learner: sequences per micro-batch (default 4)")
     p.add_argument("--modes", default="share,copy",
                    help="weight-sync: share (workers read the published weights in place, as on CPU) and/or copy "
                         "(each copies them into its own parameters); default share,copy")
@@ -306,7 +312,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--pool-workers", type=int, default=2, help="sandbox: code-interpreter workers (default 2)")
     p.add_argument("--tasks", type=int, default=48, help="copy: domain tasks probed per split, train and held-out (0: all; default 48)")
     p.add_argument("--steps", type=int, default=None,
-                   help="GRPO steps, the first a warm-up: breakdown (default 4), trl per side and rep (default 5)")
+                   help="GRPO steps, the first a warm-up: breakdown (default 4), trl per side and rep (default 5); "
+                        "learner: measured steps after one warm-up (default 3)")
     p.set_defaults(run=cmd_bench)
     args = parser.parse_args(argv)
     if args.command in ("submit", "job"):

@@ -142,3 +142,51 @@ def test_training_goes_on_when_a_node_is_removed(small_cfg):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def learner_rank_pids():
+    """Processes of the learner group's ranks on this machine (Ray titles them ray::Learner...)."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if cmd and cmd[0].startswith("ray::Learner") and not cmd[0].startswith("ray::LearnerGroup"):
+            out.append(p.pid)
+    return out
+
+
+def test_a_killed_learner_rank_fails_the_run_with_one_line_and_resume_continues(frames_dir, tmp_path, capsys):
+    """What README's Reliability section says of a learner group: a dead rank fails the run with one
+    line naming it and the last checkpoint; `--resume` continues from there."""
+    from pipelines.cli import main
+
+    base = overrides(frames_dir, tmp_path / "runs", tmp_path / "cache")
+    run_dir = str(tmp_path / "runs" / "rank")
+    argv = ["train", *base, "run.name=rank", "policy.tiny.pretrain_steps=20", "trainer.num_learners=2",
+            "trainer.steps=4", "trainer.checkpoint_every=1", "eval.enabled=false", "trainer.collective_timeout_s=120"]
+    killed = []
+
+    def kill_after_first_checkpoint():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if os.path.isfile(os.path.join(run_dir, "checkpoints", "step_000001", "state.json")):
+                pids = learner_rank_pids()
+                if len(pids) == 2:
+                    os.kill(pids[1], signal.SIGKILL)
+                    killed.append(pids[1])
+                    return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    t.start()
+    assert main(argv) == 1
+    t.join()
+    assert killed
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "learner rank" in err and "of 2 died" in err and "last checkpoint:" in err and "--resume" in err, err
+    step = int(err.split("step_")[1][:6])
+    assert step >= 1
+    assert main(["train", "--resume", run_dir]) == 0
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        assert [json.loads(line)["step"] for line in f] == [1, 2, 3, 4]

@@ -46,15 +46,16 @@ def backend() -> str:
     return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
 
 
-def join_group(rank: int, world: int, address: str, port: int, timeout_s: float):
+def join_group(rank: int, world: int, address: str, port: int, timeout_s: float, device_type: str = "cpu"):
     """This process as `rank` of a process group of `world` (rank 0 listening at address:port);
-    every collective fails after `timeout_s` instead of waiting forever. Returns the device mesh."""
+    every collective fails after `timeout_s` instead of waiting forever. Returns the device mesh
+    (`device_type` cpu or cuda: where the shards live)."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
     dist.init_process_group(backend(), init_method=f"tcp://{address}:{port}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=timeout_s))
-    return init_device_mesh("cuda" if torch.cuda.is_available() else "cpu", (world,))
+    return init_device_mesh(device_type, (world,))
 
 
 def decoder_layers(lm) -> Sequence[torch.nn.Module]:
@@ -164,6 +165,13 @@ def full_state(targets: Mapping[str, np.ndarray], dtype: torch.dtype) -> Dict[st
             for k, v in targets.items()}
 
 
+def _single() -> bool:
+    """No process group: one process reads and writes DCP checkpoints alone."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized())
+
+
 def save_sharded(lm, optimizer, path: str) -> None:
     """Model and optimizer state through DCP: each rank writes its shards, with names (not ranks) as
     keys, so any number of ranks can load them. A single process (no group) writes whole tensors."""
@@ -171,7 +179,7 @@ def save_sharded(lm, optimizer, path: str) -> None:
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     model_sd, optim_sd = get_state_dict(lm, optimizer)
-    dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=path)
+    dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=path, no_dist=_single())
 
 
 def load_sharded(lm, optimizer, path: str) -> None:
@@ -181,7 +189,7 @@ def load_sharded(lm, optimizer, path: str) -> None:
 
     model_sd, optim_sd = get_state_dict(lm, optimizer)
     state = {"model": model_sd, "optimizer": optim_sd}
-    dcp.load(state, checkpoint_id=path)
+    dcp.load(state, checkpoint_id=path, no_dist=_single())
     set_state_dict(lm, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
 
 

@@ -10,9 +10,10 @@ import platform
 import time
 from typing import Callable, Dict, Optional
 
-BENCHMARKS = ("trl", "weight-sync", "sandbox", "breakdown", "copy")
+BENCHMARKS = ("trl", "weight-sync", "sandbox", "breakdown", "copy", "learner")
 DEFAULT_REPS = {"weight-sync": 5, "trl": 3}
-DEFAULT_STEPS = {"breakdown": 4, "trl": 5}
+SIZES_DEFAULT = "10M,100M,500M"  # the CLI's --sizes default (weight-sync's)
+DEFAULT_STEPS = {"breakdown": 4, "trl": 5, "learner": 3}
 
 
 def machine() -> Dict:
@@ -130,10 +131,19 @@ def run_benchmark(name: str, args, config_path: Optional[str] = None, overrides=
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         if name == "weight-sync":
             bench_weight_sync.check_args(sizes, args.workers, reps, modes=modes)
+        elif name == "learner":
+            from pipelines.bench import learner as bench_learner
+
+            size = args.sizes if args.sizes != SIZES_DEFAULT else "100M"
+            counts = [int(n) for n in args.learners.split(",") if n.strip()]
+            bench_learner.check_args(size, counts, steps)
         run_dir = bench_dir(args.root or "runs", name)
         leave = start_local_cluster(args.address)
         try:
-            if name == "weight-sync":
+            if name == "learner":
+                module = bench_learner
+                result = module.run(size, counts, steps, args.samples, args.tokens, args.micro_batch_size)
+            elif name == "weight-sync":
                 module = bench_weight_sync
                 result = module.run(sizes, args.workers, reps, modes)
             else:
