@@ -19,8 +19,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import ray
 
 from actors.common import ActorResources, quiet_torch_process
-from actors.weight_transport import (empty_packed, flatten_parameters, packed_layout, publish_model, publish_packed,
-                                     unpack_state)
+from actors.weight_transport import empty_packed, flatten_parameters, publish_model, publish_packed, unpack_state
+from orchestra_ray.checkpoint import check_resumable
 from orchestra_ray.config import OrchestraConfig, TrainerConfig
 from orchestra_ray.grpo.policy_update import grpo_update, reference_logprobs, sft_update
 from orchestra_ray.policy import sharding
@@ -60,16 +60,22 @@ class Learner:
         quiet_torch_process(spec.trainer.torch_threads)
         torch.manual_seed(spec.seed)
         self.cfg, self.spec, self.rank, self.world = spec.trainer, spec, rank, world
-        # A rank loads on the host: sharding moves its 1/N to the device, layer by layer.
-        self.lm, self.tokenizer = load_policy(spec.policy_path, spec.dtype, spec.device if world == 1 else "cpu")
+        # In a group rank 0 loads the policy on the host and the others build it on the meta device
+        # (no memory); sharding moves each rank's 1/N to its device, then rank 0 sends the values.
+        if rank == 0:
+            self.lm, self.tokenizer = load_policy(spec.policy_path, spec.dtype, spec.device if world == 1 else "cpu")
+        else:
+            self.lm, self.tokenizer = sharding.empty_policy(spec.policy_path, spec.dtype), None
         if self.cfg.gradient_checkpointing:
-            self.lm.gradient_checkpointing_enable()
+            # non-reentrant: the reentrant kind re-runs FSDP's hooks out of order
+            self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.lm.eval()
         self.store = weight_store
         self.version = -1
         self.generator = torch.Generator().manual_seed(spec.seed)
         self.reference = None
         self.busy_s = 0.0
+        self.gathered = None  # the version rank 0's buffer holds
         self.model = self.optimizer = self.packed = None
         if world == 1:
             # On CPU the parameters live in the buffer that is published: no packing at each version.
@@ -86,15 +92,24 @@ class Learner:
 
     def join(self, address: str, port: int) -> int:
         """Joins the process group and shards the policy; rank 0 keeps the buffer it publishes from."""
-        mesh = sharding.join_group(self.rank, self.world, address, port, self.cfg.collective_timeout_s,
-                                   "cuda" if self.spec.device.startswith("cuda") else "cpu")
-        self.mesh = mesh
-        self.names = [name for name, _, _, _ in packed_layout(self.lm)[0]]  # before sharding: tied entries once
+        self.mesh = sharding.join_group(self.rank, self.world, address, port, self.cfg.collective_timeout_s,
+                                        "cuda" if self.spec.device.startswith("cuda") else "cpu")
+        self.names = sharding.entry_names(self.lm)  # before sharding: tied entries once
         if self.rank == 0:
             self.packed = empty_packed(self.lm)
-        self.model = sharding.shard(self.lm, mesh, self.cfg.mixed_precision, self.cfg.cpu_offload)
+            assert [n for n, _, _, _ in self.packed["layout"]] == self.names, "publish layout and gather order differ"
+        self.model = self._shard(self.lm)
         self.optimizer = self._optimizer(self.cfg.lr)
         return os.getpid()
+
+    def _shard(self, lm):
+        """`lm` (whole on rank 0, on the meta device elsewhere) sharded over the group, with rank 0's values."""
+        import torch
+
+        full = dict(lm.state_dict()) if self.rank == 0 else None  # keeps rank 0's whole tensors until sent
+        root = sharding.shard(lm, self.mesh, self.cfg.mixed_precision, self.cfg.cpu_offload)
+        sharding.materialize(lm, full, torch.device("cpu") if self.cfg.cpu_offload else root.compute_device)
+        return root
 
     def _optimizer(self, lr: float):
         import torch
@@ -102,9 +117,12 @@ class Learner:
         return torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=self.cfg.weight_decay)
 
     def _gather(self) -> Optional[Dict]:
-        """The whole current weights on rank 0 (name -> array views into its publish buffer)."""
+        """The whole current weights on rank 0 (name -> array views into its publish buffer); a
+        version already gathered (published, then saved) is not gathered again."""
         targets = unpack_state(self.packed) if self.rank == 0 else None
-        sharding.gather_state(self.lm, self.names, targets, int(self.cfg.publish_bucket_mb * 2**20))
+        if self.gathered != self.version:
+            sharding.gather_state(self.lm, self.names, targets, int(self.cfg.publish_bucket_mb * 2**20))
+            self.gathered = self.version
         return targets
 
     # ---- the learner interface ------------------------------------------------------------------
@@ -123,6 +141,7 @@ class Learner:
 
     def warm_start(self, demos: Sequence[dict], epochs: int, batch_size: int, lr: float, seed: int) -> List[float]:
         """Supervised stage with its own optimizer; the GRPO optimizer starts fresh afterwards."""
+        self.gathered = None
         return sft_update(self.model, self._optimizer(lr), demos, epochs=epochs, batch_size=batch_size,
                           max_grad_norm=self.cfg.max_grad_norm, seed=seed, rank=self.rank, world=self.world)
 
@@ -161,6 +180,7 @@ class Learner:
         if with_optimizer:
             sharding.save_sharded(self.lm, self.optimizer, os.path.join(path, SHARDED))
             if self.rank == 0:
+                sharding.check_shards(os.path.join(path, SHARDED), self.world)
                 torch.save({"torch_rng": torch.get_rng_state(), "generator": self.generator.get_state(),
                             "version": self.version, "num_learners": self.world}, os.path.join(path, LEARNER_STATE))
         return path
@@ -170,6 +190,8 @@ class Learner:
         earlier releases, at one rank) and publishes its weights (same version number)."""
         import torch
 
+        check_resumable(path, self.world)  # the driver checks first, before any actor starts
+        self.gathered = None
         if os.path.isdir(os.path.join(path, SHARDED)):
             sharding.load_sharded(self.lm, self.optimizer, os.path.join(path, SHARDED))
             self._set_state(torch.load(os.path.join(path, LEARNER_STATE), weights_only=False))
@@ -181,9 +203,6 @@ class Learner:
             sharding.load_full(self.lm, loaded)
         legacy = os.path.join(path, LEGACY_OPTIMIZER)
         if os.path.exists(legacy):  # the warm-start checkpoint holds the policy only
-            if self.world > 1:
-                raise ValueError(f"{path} holds a single learner's optimizer ({LEGACY_OPTIMIZER}, no {SHARDED}/): "
-                                 "resume it with trainer.num_learners=1")
             state = torch.load(legacy, weights_only=False)
             self.optimizer.load_state_dict(state["optimizer"])
             self._set_state(state)
@@ -212,9 +231,10 @@ class Learner:
     # ---- the reference model on the group's ranks (world > 1) -----------------------------------
     def load_reference(self, policy_path: str) -> int:
         """The frozen policy of the KL term, sharded like the trained one."""
-        ref, _ = load_policy(policy_path, self.spec.dtype, "cpu")
+        ref = load_policy(policy_path, self.spec.dtype, "cpu")[0] if self.rank == 0 else \
+            sharding.empty_policy(policy_path, self.spec.dtype)
         ref.requires_grad_(False)
-        self.reference = sharding.shard(ref.eval(), self.mesh, self.cfg.mixed_precision, self.cfg.cpu_offload)
+        self.reference = self._shard(ref.eval())
         return os.getpid()
 
     def logprobs(self, batch: TrainBatch, temperature: float = 1.0) -> Dict[int, List[float]]:

@@ -22,8 +22,12 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.learner import Learner, LearnerSpec
 from orchestra_ray.errors import ConfigError, LearnerLost
-from orchestra_ray.grpo.policy_update import RANK_PARTS
+from orchestra_ray.grpo.shares import RANK_PARTS
 from orchestra_ray.rollout.sample import TrainBatch
+
+# After one rank's call fails, how long the others' results are awaited before blaming it: a
+# survivor's "connection closed" comes at once, the dead rank's death notice from Ray a moment later.
+SETTLE_S = 5.0
 
 
 def _bundle(spec: LearnerSpec) -> Dict[str, float]:
@@ -40,20 +44,20 @@ class LearnerGroup:
 
     async def _start(self) -> None:
         """Placement group, ranks, process group: once, on the first call (an actor's constructor
-        cannot await)."""
+        cannot await). A failure stops whatever had started."""
         t = self.spec.trainer
         self.pg = placement_group([_bundle(self.spec)] * self.n, strategy=t.placement_strategy)
         try:
             await asyncio.wait_for(self.pg.ready(), t.collective_timeout_s)
         except asyncio.TimeoutError:
-            remove_placement_group(self.pg)
+            self.shutdown()
             raise ConfigError(f"the learner group's {self.n} bundles of {_bundle(self.spec)} ({t.placement_strategy}) could "
                               f"not be placed within trainer.collective_timeout_s={t.collective_timeout_s:g} s; cluster "
                               f"resources: {ray.cluster_resources()}") from None
         self.ranks = [Learner.options(**self.spec.resources.options(), scheduling_strategy=PlacementGroupSchedulingStrategy(
             self.pg, placement_group_bundle_index=i)).remote(self.spec, self.store, i, self.n) for i in range(self.n)]
-        address, port = await self.ranks[0].address.remote()
-        await asyncio.gather(*[r.join.remote(address, port) for r in self.ranks])
+        address, port = (await self._on_ranks("start", [self.ranks[0].address.remote()]))[0]
+        await self._on_ranks("join", [r.join.remote(address, port) for r in self.ranks])
 
     async def _all(self, method: str, *args) -> List[Any]:
         """`method` on every rank, submitted in one go (each rank runs its calls in this order)."""
@@ -62,25 +66,36 @@ class LearnerGroup:
         await self.started
         if self.lost:
             raise LearnerLost(self.lost)
-        futures = [asyncio.wrap_future(getattr(r, method).remote(*args).future()) for r in self.ranks]
-        await asyncio.wait(futures, return_when=asyncio.FIRST_EXCEPTION)
-        for i, f in enumerate(futures):
-            if f.done() and f.exception() is not None:
-                self._end(i, method, f.exception())
+        return await self._on_ranks(method, [getattr(r, method).remote(*args) for r in self.ranks])
+
+    async def _on_ranks(self, method: str, refs: List["ray.ObjectRef"]) -> List[Any]:
+        futures = [asyncio.wrap_future(ref.future()) for ref in refs]
+        done, pending = await asyncio.wait(futures, return_when=asyncio.FIRST_EXCEPTION)
+        if pending:
+            await asyncio.wait(pending, timeout=SETTLE_S)
+        failed = [(i, f.exception()) for i, f in enumerate(futures) if f.done() and f.exception() is not None]
+        if failed:
+            # The rank that died is the cause; the others only lost their peer.
+            rank, exc = next(((i, e) for i, e in failed if isinstance(e, ray.exceptions.RayActorError)), failed[0])
+            self._end(rank, method, exc)
         return [f.result() for f in futures]
 
     def _end(self, rank: int, method: str, exc: BaseException) -> None:
-        died = isinstance(exc, ray.exceptions.RayActorError)
-        why = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        why = why.split(" Some common causes")[0][:240]  # Ray's death notice, without its list of guesses
-        self.lost = f"learner rank {rank} of {self.n} {'died' if died else 'failed'} during {method}: {why}"
-        for r in self.ranks:
-            ray.kill(r, no_restart=True)
-        remove_placement_group(self.pg)
+        if not self.lost:
+            died = isinstance(exc, ray.exceptions.RayActorError)
+            why = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            why = why.split(" Some common causes")[0][:240]  # Ray's death notice, without its list of guesses
+            self.lost = f"learner rank {rank} of {self.n} {'died' if died else 'failed'} during {method}: {why}"
+            self.shutdown()
         raise LearnerLost(self.lost) from exc
 
-    async def _ref(self, batch) -> "ray.ObjectRef":
-        return batch if isinstance(batch, ray.ObjectRef) else ray.put(batch)  # one copy for all ranks
+    def shutdown(self) -> None:
+        """Stops the ranks and frees their placement group (which outlives this actor otherwise)."""
+        for r in self.ranks:
+            ray.kill(r, no_restart=True)
+        if self.pg is not None:
+            remove_placement_group(self.pg)
+            self.pg = None
 
     # ---- the learner interface ------------------------------------------------------------------
     async def pid(self) -> int:
@@ -93,13 +108,13 @@ class LearnerGroup:
         return (await self._all("current_version"))[0]
 
     async def warm_start(self, demos: Sequence[dict], epochs: int, batch_size: int, lr: float, seed: int) -> List[float]:
-        parts = await self._all("warm_start", await self._ref(demos), epochs, batch_size, lr, seed)
+        parts = await self._all("warm_start", ray.put(demos), epochs, batch_size, lr, seed)  # one copy for all ranks
         return [sum(p[e] for p in parts) for e in range(len(parts[0]))]
 
     async def train_step(self, batch: TrainBatch, ref_logprobs: Optional[Sequence[Sequence[float]]],
                          temperature: float) -> Dict[str, float]:
-        ref = None if ref_logprobs is None else await self._ref(ref_logprobs)
-        parts = await self._all("train_step", await self._ref(batch), ref, temperature)
+        ref = None if ref_logprobs is None else ray.put(ref_logprobs)
+        parts = await self._all("train_step", ray.put(batch), ref, temperature)
         stats = dict(parts[0])
         for k in RANK_PARTS:
             stats[k] = sum(p[k] for p in parts)
@@ -118,13 +133,14 @@ class LearnerGroup:
         return (await self._all("load_reference", policy_path))[0]
 
     async def logprobs(self, batch: TrainBatch, temperature: float = 1.0) -> List[List[float]]:
-        parts = await self._all("logprobs", await self._ref(batch), temperature)
+        parts = await self._all("logprobs", ray.put(batch), temperature)
         merged = {i: lp for p in parts for i, lp in p.items()}
         return [merged[i] for i in range(len(merged))]
 
     async def busy_seconds(self) -> float:
         return max(await self._all("busy_seconds"))
 
+    # ---- measurement and tests ------------------------------------------------------------------
     async def rank_pids(self) -> List[int]:
         return await self._all("pid")
 
@@ -141,3 +157,13 @@ def start_learner(spec: LearnerSpec, weight_store) -> "ray.actor.ActorHandle":
     if spec.trainer.num_learners == 1:
         return Learner.options(**spec.resources.options()).remote(spec, weight_store)
     return LearnerGroup.remote(spec, weight_store)
+
+
+def stop_learner(handle, group: bool) -> None:
+    """Stops a learner started by `start_learner`; a group's ranks and placement group too."""
+    if group:
+        try:
+            ray.get(handle.shutdown.remote(), timeout=30)
+        except (ray.exceptions.RayError, TimeoutError):
+            pass  # the group actor is gone: its ranks went with it (their owner), its placement group with the job
+    ray.kill(handle, no_restart=True)

@@ -1,6 +1,7 @@
 """Checkpoint layout and atomic writes.
 
-    <run>/checkpoints/step_000010/   policy/ (HF format), optimizer.pt, state.json
+    <run>/checkpoints/step_000010/   policy/ (HF format), dcp/ (model and optimizer shards),
+                                     learner.pt (RNG states, version), state.json
     <run>/checkpoints/warm_start/    the policy after the supervised stage (the reference model)
 
 A checkpoint is written into a temporary sibling directory and renamed into place, so a directory
@@ -48,6 +49,17 @@ def latest_checkpoint(run_dir: str) -> Optional[str]:
         return None
     steps = [int(m.group(1)) for d in os.listdir(root) if (m := _STEP.match(d)) and os.path.isfile(os.path.join(root, d, "state.json"))]
     return step_dir(run_dir, max(steps)) if steps else None
+
+
+def check_resumable(ckpt: str, num_learners: int) -> None:
+    """A single learner's checkpoint of earlier releases (optimizer.pt, no dcp/) resumes on one
+    learner only: its optimizer state is not keyed by parameter name for a group to shard."""
+    from orchestra_ray.errors import ConfigError
+
+    legacy = os.path.isfile(os.path.join(ckpt, "optimizer.pt")) and not os.path.isdir(os.path.join(ckpt, "dcp"))
+    if legacy and num_learners > 1:
+        raise ConfigError(f"{ckpt} holds a single learner's optimizer state (optimizer.pt, no dcp/): "
+                          "resume it with trainer.num_learners=1")
 
 
 def read_state(ckpt: str) -> dict:

@@ -215,7 +215,7 @@ class TrainerConfig:
     # learner actor and a reference-model actor, unsharded.
     num_learners: int = 1
     placement_strategy: str = "PACK"  # Ray's: PACK, SPREAD, STRICT_PACK (one node), STRICT_SPREAD
-    mixed_precision: str = "none"  # FSDP's compute dtype: none (the policy's dtype), bfloat16, float16
+    mixed_precision: str = "none"  # FSDP's compute dtype: none (the policy's dtype) or bfloat16
     cpu_offload: bool = False  # FSDP keeps sharded parameters, gradients and AdamW state in host memory
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
     # Seconds a collective (or the group's placement at start) may wait before it fails: a rank that
@@ -252,7 +252,7 @@ class EvalConfig:
 
 
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray's, for the learner group
-MIXED_PRECISION = ("none", "bfloat16", "float16")  # FSDP compute dtypes of a sharded learner
+MIXED_PRECISION = ("none", "bfloat16")  # FSDP compute dtypes of a sharded learner (float16 would need loss scaling)
 FAMILIES = ("frames", "domain", "arithmetic")  # the registry's names (orchestra_ray/families/registry.py)
 DOMAIN_NAMES = ["airline", "retail", "bank", "weather"]
 

@@ -208,8 +208,15 @@ def validate(cfg: OrchestraConfig) -> None:
              f"must be one of {', '.join(PLACEMENT_STRATEGIES)}, got {t.placement_strategy!r}")
     _require(t.mixed_precision in MIXED_PRECISION, "trainer.mixed_precision",
              f"must be one of {', '.join(MIXED_PRECISION)}, got {t.mixed_precision!r}")
-    _require(not (t.cpu_offload and t.num_learners == 1), "trainer.cpu_offload",
-             "offloads a sharded learner's state: set trainer.num_learners >= 2 (or leave it off)")
+    if t.num_learners == 1:  # these shape a sharded learner: one learner would silently ignore them
+        _require(not t.cpu_offload, "trainer.cpu_offload", "offloads a sharded learner's state: set trainer.num_learners >= 2")
+        _require(t.mixed_precision == "none", "trainer.mixed_precision",
+                 "is the compute dtype of a sharded learner: set trainer.num_learners >= 2 (one learner computes in policy.dtype)")
+    else:
+        _require(t.num_cpus > 0 or t.num_gpus > 0, "trainer.num_cpus",
+                 "a learner rank needs CPUs or GPUs to place (trainer.num_cpus or trainer.num_gpus above 0)")
+        _require(t.num_gpus == int(t.num_gpus), "trainer.num_gpus",
+                 f"must be a whole number with trainer.num_learners > 1 (NCCL takes one process per GPU), got {t.num_gpus}")
     _require(
         (r.tasks_per_step * r.group_size) % t.mini_batches == 0,
         "trainer.mini_batches",

@@ -329,13 +329,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return args.run(args)
     except (ConfigError, DataError, FileExistsError, FileNotFoundError, JobError) as exc:
-        print(f"orchestra-ray: error: {exc}", file=sys.stderr)
+        print(f"orchestra-ray: error: {_cause(exc)}", file=sys.stderr)
         return 2
     except StepFailed as exc:
         print(f"orchestra-ray: error: {exc}; the last checkpoint is kept: continue with --resume RUN_DIR", file=sys.stderr)
         return 1
     except LearnerLost as exc:
-        print(f"orchestra-ray: error: {exc}; continue with --resume RUN_DIR", file=sys.stderr)
+        print(f"orchestra-ray: error: {_cause(exc)}; continue with --resume RUN_DIR", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         if args.command == "serve":
@@ -344,6 +344,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         hint = "; continue with --resume RUN_DIR" if args.command == "train" else ""
         print(f"orchestra-ray: interrupted{hint}", file=sys.stderr)
         return 130
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The error an actor raised, without Ray's traceback around it (Ray re-raises it wrapped)."""
+    return getattr(exc, "cause", None) or exc
 
 
 if __name__ == "__main__":

@@ -237,10 +237,12 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
     workers = tr.workers
     sizes = ", ".join(f"{f} {len(p)}/{len(tr.families.heldout[f])}" for f, p in tr.families.train.items())
     progress.note(f"data (train/held-out): {sizes}; zoo: {', '.join(zoo.slots)}")
-    policy_path = tr.policy_path()
-    workers.start(policy_path)
     warm_dir = os.path.join(ckpt.checkpoints_dir(run_dir), "warm_start")
     latest = ckpt.latest_checkpoint(run_dir) if resume else None
+    if latest is not None:
+        ckpt.check_resumable(latest, cfg.trainer.num_learners)
+    policy_path = tr.policy_path()
+    workers.start(policy_path)
     summary: Dict = {"run_dir": os.path.abspath(run_dir), "dashboard_url": dashboard_url()}
     if resume and not os.path.isfile(os.path.join(warm_dir, "state.json")):
         raise FileNotFoundError(f"{run_dir} has no complete warm-start checkpoint to resume from; start a new run")

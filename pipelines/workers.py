@@ -16,7 +16,7 @@ import ray
 from actors.code_interpreter import start_code_pool
 from actors.experts import ExpertsSpec, start_experts
 from actors.learner import LearnerSpec
-from actors.learner_group import start_learner
+from actors.learner_group import start_learner, stop_learner
 from actors.reference_model import ReferenceSpec, start_reference
 from actors.rollout_pool import RolloutPool
 from actors.rollout_worker import RolloutSpec, start_rollout_worker
@@ -110,5 +110,7 @@ class Workers:
         return list({id(h): h for h in out if h is not None}.values())  # a learner group is its own reference
 
     def stop(self) -> None:
+        if self.learner is not None:
+            stop_learner(self.learner, group=self.cfg.trainer.num_learners > 1)
         for h in self.handles():
             ray.kill(h, no_restart=True)

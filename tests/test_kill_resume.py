@@ -19,7 +19,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, TASKS, GROUP = 4, 4, 4
 # Fields of a step's metrics that measure time, not what the step computed.
-TIMINGS = {"tokens_per_s", "rollout_s", "learn_s"}
+TIMINGS = {"tokens_per_s", "rollout_s", "rollout_wait_s", "learn_s", "update_s", "publish_s"}  # wall-clock figures
 
 # Three training processes (reference, killed, resumed): several minutes on 2 cores.
 pytestmark = pytest.mark.slow
@@ -108,8 +108,16 @@ def policy(run_dir, step):
     return AutoModelForCausalLM.from_pretrained(path).state_dict()
 
 
-def optimizer(run_dir, step):
-    return torch.load(os.path.join(run_dir, "checkpoints", f"step_{step:06d}", "optimizer.pt"), weights_only=False)
+def optimizer(run_dir, step, tmp="optimizer.pt"):
+    """The checkpoint's optimizer state (from its DCP shards, keyed by parameter name) and version."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    path = os.path.join(run_dir, "checkpoints", f"step_{step:06d}")
+    out = os.path.join(run_dir, f"{tmp}.{step}")
+    dcp_to_torch_save(os.path.join(path, "dcp"), out)
+    state = torch.load(out, weights_only=False)
+    os.remove(out)
+    return {"optimizer": state["optimizer"], "version": torch.load(os.path.join(path, "learner.pt"), weights_only=False)["version"]}
 
 
 def leftovers(run_dir):

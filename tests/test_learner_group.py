@@ -20,7 +20,7 @@ import ray
 import torch
 
 from actors.learner import LearnerSpec
-from actors.learner_group import start_learner
+from actors.learner_group import start_learner, stop_learner
 from actors.reference_model import ReferenceSpec, start_reference
 from actors.weight_transport import pull_if_newer, start_weight_store
 from actors.common import ActorResources
@@ -94,9 +94,11 @@ def assert_stats_close(one, two):
 
 @pytest.fixture(scope="module")
 def pair(policy):
-    """One learner (and its reference-model actor) and a group of two, on the same policy."""
+    """One learner (and its reference-model actor) and a group of two, on the same policy; the group
+    recomputes activations in its backward pass (gradient checkpointing), which changes no number."""
     stores = [start_weight_store(), start_weight_store()]
-    one, two = start_learner(spec(policy, 1), stores[0]), start_learner(spec(policy, 2), stores[1])
+    one = start_learner(spec(policy, 1), stores[0])
+    two = start_learner(spec(policy, 2, gradient_checkpointing=True), stores[1])
     ref_one = start_reference(ReferenceSpec(policy, DTYPE, "cpu", 1, 2, ActorResources(0.25)))
     ray.get(two.load_reference.remote(policy))
     return one, two, ref_one, stores
@@ -151,15 +153,20 @@ def test_checkpoints_resume_at_another_number_of_ranks(pair, policy, tmp_path):
     assert_stats_close(after_one, after_two)
     assert_close(published(resumed_store)[1], published(stores[1])[1], "resumed at N=1 vs uninterrupted N=2")
     ray.kill(resumed)
-    # One -> two: a new group restores the single learner's checkpoint and takes its next step.
+    # One -> two: a new group (its shards offloaded to host memory, a no-op on CPU that still takes
+    # the offload path) restores the single learner's policy-only checkpoint (as the warm start
+    # writes), then its whole checkpoint, and takes its next step.
+    ray.get(one.save.remote(str(tmp_path / "one-policy"), False))
     ray.get(one.save.remote(str(tmp_path / "one")))
     group_store = start_weight_store()
-    group = start_learner(spec(policy, 2), group_store)
+    group = start_learner(spec(policy, 2, cpu_offload=True), group_store)
+    assert ray.get(group.restore.remote(str(tmp_path / "one-policy"))) == 0
+    assert_close(published(group_store)[1], published(stores[0])[1], "policy-only checkpoint read by two ranks")
     ray.get(group.restore.remote(str(tmp_path / "one")))
     stats = ray.get([one.train_step.remote(batch, None, 1.0), group.train_step.remote(batch, None, 1.0)])
     assert_stats_close(*stats)
     assert_close(published(stores[0])[1], published(group_store)[1], "resumed at N=2 vs uninterrupted N=1")
-    ray.kill(group)
+    stop_learner(group, group=True)
 
 
 def test_a_killed_rank_fails_the_group_with_a_line_naming_it(policy):

@@ -14,10 +14,6 @@ from orchestra_ray.grpo.shares import rank_micro_batches
 from orchestra_ray.policy.sharding import PositionLogits
 from orchestra_ray.rollout.sample import TrainBatch
 
-# Statistics a rank of a learner group returns as its part of the whole batch's (summed over ranks);
-# the others (gradient norm, optimizer steps) are the same on every rank.
-RANK_PARTS = ("loss", "kl", "clip_fraction", "ratio_mean")
-
 
 def pad_right(rows: Sequence[Sequence[float]], value, dtype) -> torch.Tensor:
     width = max(len(r) for r in rows)
@@ -25,6 +21,12 @@ def pad_right(rows: Sequence[Sequence[float]], value, dtype) -> torch.Tensor:
     for i, r in enumerate(rows):
         out[i, : len(r)] = torch.as_tensor(list(r), dtype=dtype)
     return out
+
+
+def compute_device(model) -> torch.device:
+    """Where a model's inputs go: its parameters' device, or a sharded root's compute device
+    (its shards may be offloaded to the host)."""
+    return getattr(model, "compute_device", None) or next(model.parameters()).device
 
 
 def _split_head(model):
@@ -49,7 +51,7 @@ def sequence_logprobs(model, token_ids: Sequence[Sequence[int]], temperature: fl
     and tool-output token, which is most of an episode."""
     ids = pad_right(token_ids, pad_id, torch.long)
     attn = pad_right([[1] * len(t) for t in token_ids], 0, torch.long)
-    device = next(model.parameters()).device
+    device = compute_device(model)
     ids, attn = ids.to(device), attn.to(device)
     sharded = isinstance(model, PositionLogits)
     split = _split_head(model) if masks is not None and not sharded else None
@@ -112,9 +114,9 @@ def grpo_update(
     Loss is a token-mean over each mini-batch, over the tokens of all ranks: in a learner group of
     `world` ranks this rank takes its token-balanced share of each mini-batch, the gradients are
     summed across ranks, and the update is the one a single learner takes on the whole mini-batch
-    (the RANK_PARTS statistics are this rank's parts of the sums)."""
+    (the grpo.shares.RANK_PARTS statistics are this rank's parts of the sums)."""
     model.train()
-    device = next(model.parameters()).device
+    device = compute_device(model)
     stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0, "grad_norm": 0.0}
     n_updates = 0
     for _ in range(epochs):
@@ -168,7 +170,7 @@ def sft_update(model, optimizer, samples: Sequence[dict], *, epochs: int, batch_
     """Supervised warm start on demonstrations (token_ids, loss_mask); returns the loss per epoch
     (this rank's part of it in a learner group, which splits each batch as `grpo_update` does)."""
     model.train()
-    device = next(model.parameters()).device
+    device = compute_device(model)
     g = torch.Generator().manual_seed(seed)
     losses = []
     for _ in range(epochs):

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from typing import List, Sequence
 
+# Statistics of a GRPO step that a rank returns as its part of the whole batch's (summed over
+# ranks); the others (gradient norm, optimizer steps) are the same on every rank.
+RANK_PARTS = ("loss", "kl", "clip_fraction", "ratio_mean")
+
 
 def token_balanced_shares(lengths: Sequence[int], world: int) -> List[List[int]]:
     """Positions 0..len(lengths)-1 split into `world` shares of near-equal total length: longest

@@ -11,6 +11,7 @@ the whole mini-batch (grpo/policy_update.py), so the sum is the single-learner g
 from __future__ import annotations
 
 import math
+import os
 from datetime import timedelta
 from typing import Dict, List, Mapping, Optional, Sequence
 
@@ -28,9 +29,10 @@ class PositionLogits(torch.nn.Module):
     project only the policy's tokens); this module does both inside one call. Position t is
     predicted from t-1."""
 
-    def __init__(self, lm):
+    def __init__(self, lm, compute_device: "torch.device"):
         super().__init__()
         self.lm = lm  # the only submodule: state-dict names stay the LM's, under "lm."
+        self.compute_device = compute_device  # where inputs go (parameters may be offloaded to the host)
 
     def forward(self, ids: torch.Tensor, attn: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         cfg = self.lm.config
@@ -58,6 +60,13 @@ def join_group(rank: int, world: int, address: str, port: int, timeout_s: float,
     return init_device_mesh(device_type, (world,))
 
 
+def compute_device(mesh) -> "torch.device":
+    """The device this rank computes on: its GPU under a CUDA mesh, else the CPU."""
+    if mesh.device_type == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def decoder_layers(lm) -> Sequence[torch.nn.Module]:
     """The repeated blocks of a Hugging Face causal LM (Qwen3, Llama, ...)."""
     decoder = getattr(lm, lm.base_model_prefix, None)
@@ -67,19 +76,54 @@ def decoder_layers(lm) -> Sequence[torch.nn.Module]:
     return layers
 
 
-def shard(lm, mesh, mixed_precision: str = "none", cpu_offload: bool = False, reshard_after_forward: bool = True) -> PositionLogits:
-    """`lm` sharded in place (one unit per decoder layer, the root wrapping it); returns the root."""
+def empty_policy(path: str, dtype: str):
+    """The architecture of the Hugging Face policy at `path` on the meta device (no memory): a rank
+    other than 0 shards it, then receives its values from rank 0 (`materialize`)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=getattr(torch, dtype))
+
+
+def entry_names(lm) -> List[str]:
+    """State-dict names, each tensor once (tied embeddings under the first name), in order; the
+    same on a meta-device model, where data pointers cannot tell tensors apart."""
+    seen, out = set(), []
+    for name, t in lm.state_dict(keep_vars=True).items():
+        if id(t) not in seen:
+            seen.add(id(t))
+            out.append(name)
+    return out
+
+
+def materialize(lm, full: Optional[Dict[str, torch.Tensor]], device: "torch.device") -> None:
+    """After `shard`: a rank built on the meta device (`full` None) gets storage on `device`, then
+    every rank receives rank 0's values: its whole state dict (`full`, taken before sharding) and its
+    buffers, non-persistent ones (rotary frequencies) included."""
+    import torch.distributed as dist
+
+    if full is None:
+        lm.to_empty(device=device)
+    for b in lm.buffers():
+        dist.broadcast(b, src=0)
+    load_full(lm, full)
+
+
+def shard(lm, mesh, mixed_precision: str = "none", cpu_offload: bool = False) -> PositionLogits:
+    """`lm` sharded in place (one unit per decoder layer, the root wrapping it); returns the root.
+    The root stays gathered between forward and backward (FSDP2's default for it)."""
     from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     if mixed_precision not in MIXED_PRECISION:
         raise ValueError(f"mixed precision must be one of {MIXED_PRECISION}, got {mixed_precision!r}")
     mp = MixedPrecisionPolicy() if mixed_precision == "none" else \
         MixedPrecisionPolicy(param_dtype=getattr(torch, mixed_precision), reduce_dtype=torch.float32)
-    opts = dict(mesh=mesh, mp_policy=mp, offload_policy=CPUOffloadPolicy() if cpu_offload else OffloadPolicy(),
-                reshard_after_forward=reshard_after_forward)
+    # Pinned host memory needs an accelerator; a CPU-only run offloads to plain memory.
+    offload = CPUOffloadPolicy(pin_memory=torch.cuda.is_available()) if cpu_offload else OffloadPolicy()
+    opts = dict(mesh=mesh, mp_policy=mp, offload_policy=offload)
     for layer in decoder_layers(lm):
         fully_shard(layer, **opts)
-    root = PositionLogits(lm)
+    root = PositionLogits(lm, compute_device(mesh))
     fully_shard(root, **opts)
     for m in root.modules():
         if isinstance(m, FSDPModule):
@@ -165,6 +209,16 @@ def full_state(targets: Mapping[str, np.ndarray], dtype: torch.dtype) -> Dict[st
             for k, v in targets.items()}
 
 
+def check_shards(path: str, world: int) -> None:
+    """Every rank's shard file is in the DCP folder `path` as rank 0 sees it: on several nodes a
+    folder that is not on shared storage would otherwise make a checkpoint that cannot be resumed."""
+    names = os.listdir(path)
+    missing = [r for r in range(world) if not any(n.startswith(f"__{r}_") for n in names)]
+    if missing:
+        raise RuntimeError(f"{path}: no shards of learner ranks {missing} here; the checkpoint folder (run.root) "
+                           "must be on storage every learner node shares")
+
+
 def _single() -> bool:
     """No process group: one process reads and writes DCP checkpoints alone."""
     import torch.distributed as dist
@@ -174,19 +228,31 @@ def _single() -> bool:
 
 def save_sharded(lm, optimizer, path: str) -> None:
     """Model and optimizer state through DCP: each rank writes its shards, with names (not ranks) as
-    keys, so any number of ranks can load them. A single process (no group) writes whole tensors."""
+    keys, so any number of ranks can load them. A single process (no group) writes whole tensors.
+    An optimizer that has not stepped yet is left out: reading its state would create it (torch
+    takes a zero step), and its first real update would then be scaled as a second one."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
 
-    model_sd, optim_sd = get_state_dict(lm, optimizer)
-    dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=path, no_dist=_single())
+    if optimizer.state:
+        model_sd, optim_sd = get_state_dict(lm, optimizer)
+        state = {"model": model_sd, "optimizer": optim_sd}
+    else:
+        state = {"model": get_model_state_dict(lm)}
+    dcp.save(state, checkpoint_id=path, no_dist=_single())
 
 
 def load_sharded(lm, optimizer, path: str) -> None:
     """What `save_sharded` wrote, at this process's number of ranks (the same or another)."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict, set_model_state_dict, set_state_dict
 
+    saved = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
+    if not any(k.startswith("optimizer.") for k in saved):  # saved before its first step
+        state = {"model": get_model_state_dict(lm)}
+        dcp.load(state, checkpoint_id=path, no_dist=_single())
+        set_model_state_dict(lm, state["model"])
+        return
     model_sd, optim_sd = get_state_dict(lm, optimizer)
     state = {"model": model_sd, "optimizer": optim_sd}
     dcp.load(state, checkpoint_id=path, no_dist=_single())

@@ -19,7 +19,7 @@ import ray
 
 from actors.common import ActorResources
 from actors.learner import LearnerSpec
-from actors.learner_group import start_learner
+from actors.learner_group import start_learner, stop_learner
 from actors.weight_transport import start_weight_store
 from orchestra_ray.config import TrainerConfig
 from orchestra_ray.rollout.sample import TrainBatch
@@ -62,7 +62,7 @@ def measure(path: str, n: int, batch: TrainBatch, steps: int, micro_batch_size: 
         rows = [ray.get(learner.train_step.remote(batch, None, 1.0)) for _ in range(steps)]
         ranks = ray.get(learner.memory.remote())
     finally:
-        ray.kill(learner)
+        stop_learner(learner, group=n > 1)
     return {"num_learners": n, "torch_threads_per_rank": threads,
             "update_s": statistics.median(r["update_s"] for r in rows),
             "publish_s": statistics.median(r["publish_s"] for r in rows), "ranks": ranks}
