@@ -23,7 +23,7 @@ from actors.weight_transport import empty_packed, flatten_parameters, publish_mo
 from orchestra_ray.checkpoint import check_resumable
 from orchestra_ray.config import OrchestraConfig, TrainerConfig
 from orchestra_ray.grpo.policy_update import grpo_update, reference_logprobs, sft_update
-from orchestra_ray.policy import sharding
+from orchestra_ray.policy import lora, sharding
 from orchestra_ray.policy.tiny_model import load_policy
 from orchestra_ray.rollout.sample import TrainBatch
 
@@ -66,6 +66,10 @@ class Learner:
             self.lm, self.tokenizer = load_policy(spec.policy_path, spec.dtype, spec.device if world == 1 else "cpu")
         else:
             self.lm, self.tokenizer = sharding.empty_policy(spec.policy_path, spec.dtype), None
+        lc = self.cfg.lora
+        self.lora = lc.rank > 0
+        if self.lora:  # before sharding: the adapters are sharded with their layers
+            self.lm = lora.apply_lora(self.lm, lc.rank, lc.alpha, lc.dropout, lc.target_modules)
         if self.cfg.gradient_checkpointing:
             # non-reentrant: the reentrant kind re-runs FSDP's hooks out of order
             self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -78,8 +82,12 @@ class Learner:
         self.gathered = None  # the version rank 0's buffer holds
         self.model = self.optimizer = self.packed = None
         if world == 1:
-            # On CPU the parameters live in the buffer that is published: no packing at each version.
-            flatten_parameters(self.lm)
+            # On CPU the parameters live in the buffer that is published: no packing at each version
+            # (with LoRA the published weights are merged ones, collected into a buffer of their own).
+            if self.lora:
+                self._layout()
+            else:
+                flatten_parameters(self.lm)
             self.model = self.lm
             self.optimizer = self._optimizer(spec.trainer.lr)
 
@@ -94,10 +102,7 @@ class Learner:
         """Joins the process group and shards the policy; rank 0 keeps the buffer it publishes from."""
         self.mesh = sharding.join_group(self.rank, self.world, address, port, self.cfg.collective_timeout_s,
                                         "cuda" if self.spec.device.startswith("cuda") else "cpu")
-        self.names = sharding.entry_names(self.lm)  # before sharding: tied entries once
-        if self.rank == 0:
-            self.packed = empty_packed(self.lm)
-            assert [n for n, _, _, _ in self.packed["layout"]] == self.names, "publish layout and gather order differ"
+        self._layout()  # before sharding: whole shapes, tied entries once
         self.model = self._shard(self.lm)
         self.optimizer = self._optimizer(self.cfg.lr)
         return os.getpid()
@@ -114,16 +119,41 @@ class Learner:
     def _optimizer(self, lr: float):
         import torch
 
-        return torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=self.cfg.weight_decay)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]  # LoRA: the adapters only
+        return torch.optim.AdamW(trainable, lr=lr, weight_decay=self.cfg.weight_decay)
+
+    def _layout(self) -> None:
+        """What each version is collected into: the entries to gather (tied ones once), and on rank 0
+        the buffer published under the base model's names, plus the adapter factors apart."""
+        import numpy as np
+
+        self.names = sharding.entry_names(self.lm)
+        published, factors = lora.split_entries(self.names)
+        if self.rank == 0:
+            state = self.lm.state_dict()
+            self.packed = empty_packed([(lora.published_name(n), state[n]) for n in published])
+            self.factors = {n: np.zeros(tuple(state[n].shape), np.float32) for n in factors}
+            self.scaling = lora.scalings(self.lm) if self.lora else {}
 
     def _gather(self) -> Optional[Dict]:
-        """The whole current weights on rank 0 (name -> array views into its publish buffer); a
-        version already gathered (published, then saved) is not gathered again."""
-        targets = unpack_state(self.packed) if self.rank == 0 else None
+        """The whole current weights on rank 0 (base name -> array views into its publish buffer;
+        with LoRA merged with the adapters); a version already gathered (published, then saved) is
+        not gathered again."""
+        weights = unpack_state(self.packed) if self.rank == 0 else None
         if self.gathered != self.version:
-            sharding.gather_state(self.lm, self.names, targets, int(self.cfg.publish_bucket_mb * 2**20))
+            targets = None
+            if self.rank == 0:
+                targets = {**self.factors, **{n: weights[lora.published_name(n)] for n in self.names if n not in self.factors}}
+            if self.world == 1:
+                state = self.lm.state_dict()
+                for n in self.names:
+                    targets[n][...] = state[n].detach().float().cpu().numpy()
+            else:
+                sharding.gather_state(self.lm, self.names, targets, int(self.cfg.publish_bucket_mb * 2**20))
+            if self.rank == 0 and self.lora:
+                lora.merge_into(weights, self.factors, self.scaling)
             self.gathered = self.version
-        return targets
+        return weights
 
     # ---- the learner interface ------------------------------------------------------------------
     def pid(self) -> int:
@@ -131,7 +161,7 @@ class Learner:
 
     def publish(self) -> int:
         self.version += 1
-        if self.world == 1:
+        if self.world == 1 and not self.lora:
             return publish_model(self.store, self.lm, self.version)
         self._gather()
         return publish_packed(self.store, self.packed, self.version) if self.rank == 0 else self.version
@@ -162,19 +192,21 @@ class Learner:
 
     def save(self, path: str, with_optimizer: bool = True) -> str:
         """The policy in Hugging Face format under `path`/policy (written by rank 0 from the whole
-        weights), and with `with_optimizer` the sharded model and optimizer state through DCP under
+        weights; with LoRA merged, and the adapter alone under `path`/adapter), and with `with_optimizer` the sharded model and optimizer state through DCP under
         `path`/dcp (every rank writes its shards: on several nodes `path` is on a shared file system)
         with the RNG states and version."""
         import torch
 
         policy_dir = os.path.join(path, "policy")
-        if self.world == 1:
+        if self.world == 1 and not self.lora:
             self.lm.save_pretrained(policy_dir)
         else:
-            targets = self._gather()
+            weights = self._gather()
             if self.rank == 0:
                 # save_pretrained empties the dict it is given: it gets copies made for it.
-                self.lm.save_pretrained(policy_dir, state_dict=sharding.full_state(targets, self._dtype()))
+                self.lm.save_pretrained(policy_dir, state_dict=sharding.full_state(weights, self._dtype()))
+                if self.lora:
+                    lora.save_adapter(self.lm, self.factors, os.path.join(path, "adapter"))
         if self.rank == 0:
             self.tokenizer.save_pretrained(policy_dir)
         if with_optimizer:
@@ -196,11 +228,14 @@ class Learner:
             sharding.load_sharded(self.lm, self.optimizer, os.path.join(path, SHARDED))
             self._set_state(torch.load(os.path.join(path, LEARNER_STATE), weights_only=False))
             return self.publish()
-        loaded = self._load_hf(os.path.join(path, "policy"))
-        if self.world == 1:
-            self.lm.load_state_dict(loaded)
+        if self.lora:  # the base never changes: a policy-only checkpoint's news is its adapter
+            self.lm.load_state_dict(lora.load_adapter(os.path.join(path, "adapter")), strict=False)
         else:
-            sharding.load_full(self.lm, loaded)
+            loaded = self._load_hf(os.path.join(path, "policy"))
+            if self.world == 1:
+                self.lm.load_state_dict(loaded)
+            else:
+                sharding.load_full(self.lm, loaded)
         legacy = os.path.join(path, LEGACY_OPTIMIZER)
         if os.path.exists(legacy):  # the warm-start checkpoint holds the policy only
             state = torch.load(legacy, weights_only=False)

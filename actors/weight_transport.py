@@ -20,7 +20,7 @@ fills both, and neither the object store nor any receiver copies those bytes twi
 from __future__ import annotations
 
 import weakref
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import ray
@@ -141,27 +141,18 @@ def pack_state(model) -> Dict:
     return {"layout": layout, "data": buf}
 
 
-def packed_layout(model) -> Tuple[List[Tuple[str, str, Tuple[int, ...], int]], int]:
-    """The layout `pack_state(model)` sends (names as `state_to_numpy` keeps them) and its bytes."""
+def empty_packed(entries: Sequence[Tuple[str, object]]) -> Dict:
+    """A packed buffer for `entries` ((name, tensor): its shape and dtype; floating point as float32),
+    left empty: a learner that cannot publish its own parameters (sharded, or LoRA's merged weights)
+    fills it with each version."""
     import torch
 
     layout: List[Tuple[str, str, Tuple[int, ...], int]] = []
-    size, seen = 0, set()
-    for name, t in model.state_dict().items():
-        key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()))
-        if key in seen:
-            continue
-        seen.add(key)
+    size = 0
+    for name, t in entries:
         dt = np.dtype(np.float32) if t.is_floating_point() else torch.empty(0, dtype=t.dtype).numpy().dtype
         layout.append((name, dt.str, tuple(t.shape), size))
         size += _aligned(dt.itemsize * t.numel())
-    return layout, size
-
-
-def empty_packed(model) -> Dict:
-    """A packed buffer in `packed_layout(model)`, left empty: a sharded learner's rank 0 gathers
-    each version into it."""
-    layout, size = packed_layout(model)
     return {"layout": layout, "data": np.zeros(size, dtype=np.uint8)}
 
 

@@ -194,6 +194,18 @@ class PreferenceConfig:
 
 
 @dataclass
+class LoraConfig:
+    """Low-rank adapters (peft) in place of full-parameter training: the base weights stay frozen,
+    rollout engines receive the merged policy, checkpoints hold the adapter and the merged policy."""
+
+    rank: int = 0  # 0: full-parameter training
+    alpha: float = 16.0  # the update is scaled by alpha / rank
+    dropout: float = 0.0
+    target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                               "up_proj", "down_proj"])
+
+
+@dataclass
 class TrainerConfig:
     steps: int = 30
     lr: float = 1e-6
@@ -222,6 +234,7 @@ class TrainerConfig:
     # dies or stalls never hangs the others forever.
     collective_timeout_s: float = 600.0
     publish_bucket_mb: float = 64.0  # a sharded version is gathered to rank 0 in buckets of this size
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass

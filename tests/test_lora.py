@@ -1,0 +1,113 @@
+"""LoRA on a real local Ray cluster: the learner's step equals the same step taken by hand on a peft
+model, the weights it publishes (what a rollout worker loads) are base + scaled B A, and its
+checkpoint holds a merged policy `from_pretrained` loads and an adapter peft loads."""
+
+import os
+
+import numpy as np
+import pytest
+import ray
+import torch
+
+from actors.common import ActorResources
+from actors.learner import LearnerSpec
+from actors.learner_group import start_learner
+from actors.weight_transport import pull_if_newer, start_weight_store
+from orchestra_ray.config import LoraConfig, TinyModelConfig, TrainerConfig
+from orchestra_ray.grpo.policy_update import grpo_update
+from orchestra_ray.policy.engine import HFEngine
+from orchestra_ray.policy.lora import apply_lora, load_adapter
+from orchestra_ray.policy.tiny_model import build_tiny_policy, load_policy
+
+from test_learner_group import make_batch
+
+LORA = LoraConfig(rank=4, alpha=8.0, target_modules=["q_proj", "v_proj", "up_proj"])
+HYPER = dict(clip_low=0.2, clip_high=0.28, kl_coef=0.0, max_grad_norm=1.0, epochs=1, mini_batches=1, micro_batch_size=2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    corpus = ["The Seine flows through Paris.", "user: assistant: Which river? The Seine."] * 20
+    cfg = TinyModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                          num_key_value_heads=1, head_dim=16, max_position_embeddings=128, pretrain_steps=0)
+    return build_tiny_policy(cfg, corpus, str(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+def published(store):
+    version, weights = pull_if_newer(store, -1)
+    return version, {k: np.array(v) for k, v in weights.items()}
+
+
+def merged_by_hand(model):
+    """W + alpha/r * B @ A for each adapted projection of a peft-injected model, under base names."""
+    out = {k.replace(".base_layer.", "."): v.detach().clone() for k, v in model.state_dict().items() if ".lora_" not in k}
+    for name, m in model.named_modules():
+        if hasattr(m, "lora_A") and "default" in m.lora_A:
+            out[name + ".weight"] += m.scaling["default"] * (m.lora_B["default"].weight @ m.lora_A["default"].weight).detach()
+    return out
+
+
+def test_a_lora_step_is_peft_s_and_publishes_merged_weights(policy, tmp_path):
+    t = TrainerConfig(lr=1e-2, num_cpus=0.5, torch_threads=1, lora=LORA,
+                      **{k: v for k, v in HYPER.items() if k not in ("clip_low", "clip_high", "kl_coef")},
+                      clip_low=0.2, clip_high=0.28, kl_coef=0.0)
+    store = start_weight_store()
+    learner = start_learner(LearnerSpec(policy, t, "float32", "cpu", 0, ActorResources(0.5)), store)
+    assert ray.get(learner.publish.remote()) == 0
+    base = load_policy(policy)[0].state_dict()
+    _, v0 = published(store)
+    assert set(v0) <= set(base) and "model.layers.0.self_attn.q_proj.weight" in v0  # the base model's names
+    for k, v in v0.items():  # B starts at zero: version 0 is the base policy
+        np.testing.assert_array_equal(v, base[k].numpy(), err_msg=k)
+    start = str(tmp_path / "v0")
+    ray.get(learner.save.remote(start, False))
+
+    batch = make_batch(5, n=6, vocab=250)
+    stats = ray.get(learner.train_step.remote(batch, None, 1.0))
+    _, v1 = published(store)
+
+    # The same step by hand: the base policy, the learner's initial adapter, peft, the GRPO update.
+    model = apply_lora(load_policy(policy)[0], LORA.rank, LORA.alpha, LORA.dropout, LORA.target_modules)
+    model.load_state_dict(load_adapter(os.path.join(start, "adapter")), strict=False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert 0 < sum(p.numel() for p in trainable) < sum(p.numel() for p in model.parameters()) / 5
+    want = grpo_update(model, torch.optim.AdamW(trainable, lr=1e-2, weight_decay=0.0), batch, None, temperature=1.0, **HYPER)
+    assert stats["loss"] == pytest.approx(want["loss"], rel=1e-6)
+    assert stats["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-5)
+    merged_sd = merged_by_hand(model)
+    changed = 0
+    for k, v in v1.items():
+        np.testing.assert_allclose(v, merged_sd[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+        changed += not np.array_equal(v, v0[k])
+    assert changed >= 2 * 3  # the adapted projections of both layers moved, the rest did not
+    assert all(np.array_equal(v1[k], v0[k]) for k in v1 if not any(m in k for m in LORA.target_modules))
+
+    # What a rollout worker loads is the merged policy; the checkpoint reloads as the same.
+    engine = HFEngine(load_policy(policy)[0], pad_token_id=0)
+    engine.load_weights(v1)
+    path = str(tmp_path / "v1")
+    ray.get(learner.save.remote(path))
+    hf = load_policy(os.path.join(path, "policy"))[0].state_dict()
+    for k, v in v1.items():
+        np.testing.assert_array_equal(hf[k].numpy(), v, err_msg=k)
+        np.testing.assert_array_equal(engine.model.state_dict()[k].numpy(), v, err_msg=k)
+    import peft
+
+    again = peft.PeftModel.from_pretrained(load_policy(policy)[0], os.path.join(path, "adapter")).merge_and_unload()
+    for k, v in v1.items():
+        np.testing.assert_allclose(again.state_dict()[k].detach().numpy(), v, rtol=1e-5, atol=1e-6, err_msg=k)
+
+    # A new learner resumes from the checkpoint: same version, same merged weights.
+    resumed_store = start_weight_store()
+    resumed = start_learner(LearnerSpec(policy, t, "float32", "cpu", 0, ActorResources(0.5)), resumed_store)
+    assert ray.get(resumed.restore.remote(path)) == 1
+    _, again_v1 = published(resumed_store)
+    for k, v in v1.items():
+        np.testing.assert_array_equal(again_v1[k], v, err_msg=k)
