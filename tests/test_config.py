@@ -153,10 +153,19 @@ def test_missing_required_value_names_the_key(tmp_path):
         ("warm_start.family_examples.domain=-1", "warm_start.family_examples.domain"),
         ("warm_start.demonstrator=oracle", "warm_start.demonstrator"),
         ("warm_start.demonstrator_temperature=-0.1", "warm_start.demonstrator_temperature"),
+        ("trainer.num_learners=0", "trainer.num_learners"),
+        ("trainer.placement_strategy=RANDOM", "trainer.placement_strategy"),
+        ("trainer.mixed_precision=float16", "trainer.mixed_precision"),
+        ("trainer.mixed_precision=bfloat16", "trainer.mixed_precision"),  # one learner: group-only option
+        ("trainer.cpu_offload=true", "trainer.cpu_offload"),
+        ("trainer.collective_timeout_s=0", "trainer.collective_timeout_s"),
+        ("trainer.lora.rank=-1", "trainer.lora.rank"),
+        ("trainer.lora.dropout=1.0 trainer.lora.rank=8", "trainer.lora.dropout"),
+        ("trainer.lora.rank=8 trainer.num_learners=2", "trainer.lora.rank"),
     ],
 )
 def test_invalid_values_name_the_key(item, key):
-    msg = config_error(item)
+    msg = config_error(*item.split())
     assert key in msg, msg
 
 

@@ -24,31 +24,20 @@ from actors.learner_group import start_learner, stop_learner
 from actors.reference_model import ReferenceSpec, start_reference
 from actors.weight_transport import pull_if_newer, start_weight_store
 from actors.common import ActorResources
-from orchestra_ray.config import TinyModelConfig, TrainerConfig
+from orchestra_ray.config import TrainerConfig
 from orchestra_ray.errors import LearnerLost
 from orchestra_ray.policy.engine import HFEngine
 from orchestra_ray.policy.sharding import load_sharded
-from orchestra_ray.policy.tiny_model import build_tiny_policy, load_policy
+from orchestra_ray.policy.tiny_model import load_policy
 from orchestra_ray.rollout.sample import TrainBatch
 
 RTOL = 1e-6
 DTYPE = "float64"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
 @pytest.fixture(scope="module")
-def policy(tmp_path_factory):
-    corpus = ["The Seine flows through Paris.", "user: assistant: Which river? The Seine.", "call ask answer"] * 20
-    # 2 layers (one FSDP unit each); a vocabulary and sizes that do not split evenly over 2 ranks
-    cfg = TinyModelConfig(vocab_size=301, hidden_size=24, intermediate_size=50, num_hidden_layers=2, num_attention_heads=2,
-                          num_key_value_heads=1, head_dim=12, max_position_embeddings=128, pretrain_steps=0)
-    return build_tiny_policy(cfg, corpus, str(tmp_path_factory.mktemp("tiny") / "model"))
+def policy(local_ray, uneven_policy):
+    return uneven_policy
 
 
 def spec(policy, n, **trainer):

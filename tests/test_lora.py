@@ -12,37 +12,22 @@ import torch
 from actors.common import ActorResources
 from actors.learner import LearnerSpec
 from actors.learner_group import start_learner
-from actors.weight_transport import pull_if_newer, start_weight_store
-from orchestra_ray.config import LoraConfig, TinyModelConfig, TrainerConfig
+from actors.weight_transport import start_weight_store
+from orchestra_ray.config import LoraConfig, TrainerConfig
 from orchestra_ray.grpo.policy_update import grpo_update
 from orchestra_ray.policy.engine import HFEngine
 from orchestra_ray.policy.lora import apply_lora, load_adapter
-from orchestra_ray.policy.tiny_model import build_tiny_policy, load_policy
+from orchestra_ray.policy.tiny_model import load_policy
 
-from test_learner_group import make_batch
+from test_learner_group import make_batch, published
 
 LORA = LoraConfig(rank=4, alpha=8.0, target_modules=["q_proj", "v_proj", "up_proj"])
 HYPER = dict(clip_low=0.2, clip_high=0.28, kl_coef=0.0, max_grad_norm=1.0, epochs=1, mini_batches=1, micro_batch_size=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
 @pytest.fixture(scope="module")
-def policy(tmp_path_factory):
-    corpus = ["The Seine flows through Paris.", "user: assistant: Which river? The Seine."] * 20
-    cfg = TinyModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                          num_key_value_heads=1, head_dim=16, max_position_embeddings=128, pretrain_steps=0)
-    return build_tiny_policy(cfg, corpus, str(tmp_path_factory.mktemp("tiny") / "model"))
-
-
-def published(store):
-    version, weights = pull_if_newer(store, -1)
-    return version, {k: np.array(v) for k, v in weights.items()}
+def policy(local_ray, uneven_policy):
+    return uneven_policy
 
 
 def merged_by_hand(model):
