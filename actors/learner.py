@@ -229,7 +229,11 @@ class Learner:
             self._set_state(torch.load(os.path.join(path, LEARNER_STATE), weights_only=False))
             return self.publish()
         if self.lora:  # the base never changes: a policy-only checkpoint's news is its adapter
-            self.lm.load_state_dict(lora.load_adapter(os.path.join(path, "adapter")), strict=False)
+            factors = lora.load_adapter(os.path.join(path, "adapter")) if self.rank == 0 else None
+            if self.world == 1:
+                self.lm.load_state_dict(factors, strict=False)
+            else:
+                sharding.load_full(self.lm, factors, strict=False)
         else:
             loaded = self._load_hf(os.path.join(path, "policy"))
             if self.world == 1:

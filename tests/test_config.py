@@ -161,7 +161,6 @@ def test_missing_required_value_names_the_key(tmp_path):
         ("trainer.collective_timeout_s=0", "trainer.collective_timeout_s"),
         ("trainer.lora.rank=-1", "trainer.lora.rank"),
         ("trainer.lora.dropout=1.0 trainer.lora.rank=8", "trainer.lora.dropout"),
-        ("trainer.lora.rank=8 trainer.num_learners=2", "trainer.lora.rank"),
     ],
 )
 def test_invalid_values_name_the_key(item, key):

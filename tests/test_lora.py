@@ -96,3 +96,28 @@ def test_a_lora_step_is_peft_s_and_publishes_merged_weights(policy, tmp_path):
     _, again_v1 = published(resumed_store)
     for k, v in v1.items():
         np.testing.assert_array_equal(again_v1[k], v, err_msg=k)
+
+
+def test_lora_on_two_ranks_is_lora_on_one(policy, tmp_path):
+    """Adapters applied before sharding: a trained adapter (a policy-only checkpoint, as the warm
+    start writes) restored on one rank and on two gives the same merged weights, and the same next
+    step (float64, 1e-6 relative)."""
+    from test_learner_group import assert_close, assert_stats_close, spec
+
+    trained = start_learner(spec(policy, 1, lora=LORA), start_weight_store())
+    ray.get(trained.publish.remote())
+    ray.get(trained.train_step.remote(make_batch(6), None, 1.0))  # B moves away from zero
+    path = str(tmp_path / "adapter-only")
+    ray.get(trained.save.remote(path, False))
+    stores = [start_weight_store(), start_weight_store()]
+    one = start_learner(spec(policy, 1, lora=LORA), stores[0])
+    two = start_learner(spec(policy, 2, lora=LORA), stores[1])
+    assert ray.get([one.restore.remote(path), two.restore.remote(path)]) == [0, 0]
+    base = load_policy(policy, "float64")[0].state_dict()
+    w1, w2 = published(stores[0])[1], published(stores[1])[1]
+    assert not np.allclose(w1["model.layers.0.self_attn.q_proj.weight"], base["model.layers.0.self_attn.q_proj.weight"].numpy())
+    assert_close(w1, w2, "a trained adapter restored on one rank and on two")
+    batch = make_batch(7)
+    stats = ray.get([one.train_step.remote(batch, None, 1.0), two.train_step.remote(batch, None, 1.0)])
+    assert_stats_close(*stats)
+    assert_close(published(stores[0])[1], published(stores[1])[1], "a LoRA step on one rank and on two")

@@ -259,8 +259,10 @@ def load_sharded(lm, optimizer, path: str) -> None:
     set_state_dict(lm, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
 
 
-def load_full(lm, full: Optional[Dict[str, torch.Tensor]]) -> None:
-    """A whole state dict (rank 0 passes it, the others None) into the sharded `lm`."""
+def load_full(lm, full: Optional[Dict[str, torch.Tensor]], strict: bool = True) -> None:
+    """A whole state dict (rank 0 passes it, the others None) into the sharded `lm`; with `strict`
+    False it may hold some entries only (a LoRA adapter's factors)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-    set_model_state_dict(lm, full or {}, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    set_model_state_dict(lm, full or {}, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True,
+                                                                  strict=strict))
