@@ -73,6 +73,18 @@ def _aligned(nbytes: int) -> int:
     return -(-nbytes // _ALIGN) * _ALIGN
 
 
+def _layout(entries) -> Tuple[List[Tuple[str, str, Tuple[int, ...], int]], int]:
+    """(name, dtype, shape, offset) of each (name, numpy dtype, shape) laid out one after another,
+    each aligned, and the bytes in all."""
+    layout: List[Tuple[str, str, Tuple[int, ...], int]] = []
+    size = 0
+    for name, dt, shape in entries:
+        dt = np.dtype(dt)
+        layout.append((name, dt.str, tuple(shape), size))
+        size += _aligned(dt.itemsize * int(np.prod(shape, dtype=np.int64)))
+    return layout, size
+
+
 def flatten_parameters(model) -> bool:
     """Moves a CPU float32 model's parameters and buffers into one contiguous buffer, in the layout
     `pack_state` sends, so that publishing needs no packing. Call it before creating an optimizer
@@ -87,12 +99,7 @@ def flatten_parameters(model) -> bool:
             return False
         key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()))
         groups.setdefault(key, [name, []])[1].append(t)
-    layout: List[Tuple[str, str, Tuple[int, ...], int]] = []
-    size = 0
-    for name, tensors in groups.values():
-        a = tensors[0].detach().numpy()
-        layout.append((name, a.dtype.str, tuple(a.shape), size))
-        size += _aligned(a.nbytes)
+    layout, size = _layout((name, ts[0].detach().numpy().dtype, ts[0].shape) for name, ts in groups.values())
     buf = np.empty(size, dtype=np.uint8)
     owned = []
     with torch.no_grad():
@@ -128,11 +135,7 @@ def pack_state(model) -> Dict:
     if flat is not None:
         return flat
     arrays = state_to_numpy(model)
-    layout: List[Tuple[str, str, Tuple[int, ...], int]] = []
-    size = 0
-    for name, a in arrays.items():
-        layout.append((name, a.dtype.str, tuple(a.shape), size))
-        size += _aligned(a.nbytes)
+    layout, size = _layout((name, a.dtype, a.shape) for name, a in arrays.items())
     buf = _staging.get(model)
     if buf is None or buf.nbytes != size:
         buf = _staging[model] = np.empty(size, dtype=np.uint8)
@@ -147,12 +150,8 @@ def empty_packed(entries: Sequence[Tuple[str, object]]) -> Dict:
     fills it with each version."""
     import torch
 
-    layout: List[Tuple[str, str, Tuple[int, ...], int]] = []
-    size = 0
-    for name, t in entries:
-        dt = np.dtype(np.float32) if t.is_floating_point() else torch.empty(0, dtype=t.dtype).numpy().dtype
-        layout.append((name, dt.str, tuple(t.shape), size))
-        size += _aligned(dt.itemsize * t.numel())
+    layout, size = _layout((name, np.float32 if t.is_floating_point() else torch.empty(0, dtype=t.dtype).numpy().dtype, t.shape)
+                           for name, t in entries)
     return {"layout": layout, "data": np.zeros(size, dtype=np.uint8)}
 
 

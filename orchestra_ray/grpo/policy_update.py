@@ -11,7 +11,7 @@ import torch
 
 from orchestra_ray.grpo.loss import policy_loss, sft_loss, target_logprobs, token_logprobs
 from orchestra_ray.grpo.shares import rank_micro_batches
-from orchestra_ray.policy.sharding import PositionLogits
+from orchestra_ray.policy.sharding import PositionLogits, split_head
 from orchestra_ray.rollout.sample import TrainBatch
 
 
@@ -29,19 +29,6 @@ def compute_device(model) -> torch.device:
     return getattr(model, "compute_device", None) or next(model.parameters()).device
 
 
-def _split_head(model):
-    """(decoder, output projection) of a causal LM whose logits are exactly the projection of the
-    decoder's last hidden states (Qwen3, Llama, ...), or None for one that post-processes them."""
-    cfg = getattr(model, "config", None)
-    if cfg is None or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
-        return None
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    decoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    if head is None or decoder is None or decoder is model:
-        return None
-    return decoder, head
-
-
 def sequence_logprobs(model, token_ids: Sequence[Sequence[int]], temperature: float = 1.0, pad_id: int = 0,
                       masks: Optional[Sequence[Sequence[int]]] = None) -> torch.Tensor:
     """Per-token log-probs (batch, width) of right-padded sequences; position 0 and padding get 0.
@@ -54,7 +41,7 @@ def sequence_logprobs(model, token_ids: Sequence[Sequence[int]], temperature: fl
     device = compute_device(model)
     ids, attn = ids.to(device), attn.to(device)
     sharded = isinstance(model, PositionLogits)
-    split = _split_head(model) if masks is not None and not sharded else None
+    split = split_head(model) if masks is not None and not sharded else None
     if split is None and not sharded:
         logits = model(input_ids=ids, attention_mask=attn).logits
         return token_logprobs(logits, ids, temperature) * attn

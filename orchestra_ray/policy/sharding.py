@@ -35,12 +35,24 @@ class PositionLogits(torch.nn.Module):
         self.compute_device = compute_device  # where inputs go (parameters may be offloaded to the host)
 
     def forward(self, ids: torch.Tensor, attn: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        cfg = self.lm.config
-        if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
-            return self.lm(input_ids=ids, attention_mask=attn).logits[rows, cols - 1]  # logits post-processed
-        decoder = getattr(self.lm, self.lm.base_model_prefix)
-        hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state
-        return self.lm.get_output_embeddings()(hidden[rows, cols - 1])
+        split = split_head(self.lm)
+        if split is None:  # logits post-processed: computed whole, then picked
+            return self.lm(input_ids=ids, attention_mask=attn).logits[rows, cols - 1]
+        decoder, head = split
+        return head(decoder(input_ids=ids, attention_mask=attn).last_hidden_state[rows, cols - 1])
+
+
+def split_head(model):
+    """(decoder, output projection) of a causal LM whose logits are exactly the projection of the
+    decoder's last hidden states (Qwen3, Llama, ...), or None for one that post-processes them."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    decoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if head is None or decoder is None or decoder is model:
+        return None
+    return decoder, head
 
 
 def backend() -> str:
