@@ -12,16 +12,18 @@ from __future__ import annotations
 import copy
 import os
 import socket
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import ray
 
+from actors.collective_transport import CONCURRENCY_GROUPS, TRANSPORT, CollectiveSender
 from actors.common import ActorResources, quiet_torch_process
-from actors.weight_transport import empty_packed, flatten_parameters, publish_model, publish_packed, unpack_state
+from actors.weight_transport import empty_packed, flatten_parameters, pack_state, publish_packed, unpack_state
 from orchestra_ray.checkpoint import check_resumable
-from orchestra_ray.config import OrchestraConfig, TrainerConfig
+from orchestra_ray.config import OrchestraConfig, TrainerConfig, WeightsConfig
 from orchestra_ray.grpo.policy_update import grpo_update, reference_logprobs, sft_update
 from orchestra_ray.policy import lora, sharding
 from orchestra_ray.policy.tiny_model import load_policy
@@ -44,15 +46,16 @@ class LearnerSpec:
     device: str
     seed: int
     resources: ActorResources
+    weights: WeightsConfig = field(default_factory=WeightsConfig)  # how rank 0 sends each version
 
     @classmethod
     def from_config(cls, cfg: OrchestraConfig, policy_path: str) -> "LearnerSpec":
         t = copy.deepcopy(cfg.trainer)
         return cls(policy_path, t, cfg.policy.dtype, cfg.policy.device, cfg.run.seed,
-                   ActorResources(t.num_cpus, t.num_gpus, dict(t.resources)))
+                   ActorResources(t.num_cpus, t.num_gpus, dict(t.resources)), copy.deepcopy(cfg.weights))
 
 
-@ray.remote
+@ray.remote(concurrency_groups=CONCURRENCY_GROUPS)
 class Learner:
     def __init__(self, spec: LearnerSpec, weight_store, rank: int = 0, world: int = 1):
         import torch
@@ -76,6 +79,11 @@ class Learner:
         self.lm.eval()
         self.store = weight_store
         self.version = -1
+        # The weights change only under this lock (steps, restores, publishing), so that rank 0 can
+        # hand the current version to a joining rollout worker from its transport thread meanwhile.
+        self.weights_lock = threading.RLock()
+        w = spec.weights
+        self.sender = CollectiveSender(weight_store, w.bucket_mb, w.timeout_s) if w.transport == "collective" and rank == 0 else None
         self.generator = torch.Generator().manual_seed(spec.seed)
         self.reference = None
         self.busy_s = 0.0
@@ -160,33 +168,54 @@ class Learner:
         return os.getpid()
 
     def publish(self) -> int:
-        self.version += 1
+        with self.weights_lock:
+            self.version += 1
+            packed = self._current_packed()
+            if self.rank != 0:
+                return self.version
+            if self.sender is not None and self.sender.send(packed, self.version):
+                me = ray.get_runtime_context().current_actor
+                return ray.get(self.store.publish.remote(self.version, [], me))
+            return publish_packed(self.store, packed, self.version)
+
+    def _current_packed(self) -> Optional[Dict]:
+        """The current weights, packed as they are sent (rank 0; the other ranks take part in the gather)."""
         if self.world == 1 and not self.lora:
-            return publish_model(self.store, self.lm, self.version)
+            return pack_state(self.lm)
         self._gather()
-        return publish_packed(self.store, self.packed, self.version) if self.rank == 0 else self.version
+        return self.packed
+
+    @ray.method(concurrency_group=TRANSPORT)
+    def current_weights(self) -> Tuple[int, List[ray.ObjectRef]]:
+        """(version, [ref]) of the published weights through the object store, for a rollout worker that
+        did not receive them by broadcast (collective transport; rank 0). Waits while a step changes them."""
+        with self.weights_lock:
+            packed = pack_state(self.lm) if self.world == 1 and not self.lora else self.packed
+            return self.version, [ray.put(packed)]
 
     def current_version(self) -> int:
         return self.version
 
     def warm_start(self, demos: Sequence[dict], epochs: int, batch_size: int, lr: float, seed: int) -> List[float]:
         """Supervised stage with its own optimizer; the GRPO optimizer starts fresh afterwards."""
-        self.gathered = None
-        return sft_update(self.model, self._optimizer(lr), demos, epochs=epochs, batch_size=batch_size,
-                          max_grad_norm=self.cfg.max_grad_norm, seed=seed, rank=self.rank, world=self.world)
+        with self.weights_lock:
+            self.gathered = None
+            return sft_update(self.model, self._optimizer(lr), demos, epochs=epochs, batch_size=batch_size,
+                              max_grad_norm=self.cfg.max_grad_norm, seed=seed, rank=self.rank, world=self.world)
 
     def train_step(self, batch: TrainBatch, ref_logprobs: Optional[Sequence[Sequence[float]]], temperature: float) -> Dict[str, float]:
         """PPO-clip steps on the kept samples' batch, then the new version published."""
         t0 = time.perf_counter()
-        stats = grpo_update(
-            self.model, self.optimizer, batch, ref_logprobs,
-            clip_low=self.cfg.clip_low, clip_high=self.cfg.clip_high, kl_coef=self.cfg.kl_coef,
-            max_grad_norm=self.cfg.max_grad_norm, epochs=self.cfg.epochs, mini_batches=self.cfg.mini_batches,
-            micro_batch_size=self.cfg.micro_batch_size, temperature=temperature, generator=self.generator,
-            rank=self.rank, world=self.world,
-        )
-        t1 = time.perf_counter()
-        stats["version"] = float(self.publish())
+        with self.weights_lock:
+            stats = grpo_update(
+                self.model, self.optimizer, batch, ref_logprobs,
+                clip_low=self.cfg.clip_low, clip_high=self.cfg.clip_high, kl_coef=self.cfg.kl_coef,
+                max_grad_norm=self.cfg.max_grad_norm, epochs=self.cfg.epochs, mini_batches=self.cfg.mini_batches,
+                micro_batch_size=self.cfg.micro_batch_size, temperature=temperature, generator=self.generator,
+                rank=self.rank, world=self.world,
+            )
+            t1 = time.perf_counter()
+            stats["version"] = float(self.publish())
         stats["update_s"], stats["publish_s"] = t1 - t0, time.perf_counter() - t1
         return stats
 
@@ -220,9 +249,13 @@ class Learner:
     def restore(self, path: str) -> int:
         """Loads a checkpoint written by `save` at any number of ranks (or a single learner's of
         earlier releases, at one rank) and publishes its weights (same version number)."""
+        check_resumable(path, self.world)  # the driver checks first, before any actor starts
+        with self.weights_lock:
+            return self._restore(path)
+
+    def _restore(self, path: str) -> int:
         import torch
 
-        check_resumable(path, self.world)  # the driver checks first, before any actor starts
         self.gathered = None
         if os.path.isdir(os.path.join(path, SHARDED)):
             sharding.load_sharded(self.lm, self.optimizer, os.path.join(path, SHARDED))

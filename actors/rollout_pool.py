@@ -55,8 +55,9 @@ class _Member:
 class RolloutPool:
     def __init__(self, make_worker: Callable[[int], "ray.actor.ActorHandle"], num_workers: int, autoscale=None,
                  resources: Optional[Dict[str, float]] = None, max_batch_retries: int = 3, retry_backoff_s: float = 1.0,
-                 batch_timeout_s: float = 0.0):
-        self.make_worker, self.autoscale = make_worker, autoscale
+                 batch_timeout_s: float = 0.0, on_remove: Optional[Callable[["ray.actor.ActorHandle"], None]] = None):
+        # on_remove: told of each worker released or replaced (it leaves the weight transport's group)
+        self.make_worker, self.autoscale, self.on_remove = make_worker, autoscale, on_remove
         self.resources = dict(resources or {})
         self.max_batch_retries, self.retry_backoff_s, self.batch_timeout_s = max_batch_retries, retry_backoff_s, batch_timeout_s
         self.members: Dict[int, _Member] = {}
@@ -94,6 +95,8 @@ class RolloutPool:
     def _remove(self, m: _Member, count: str = "released") -> None:
         del self.members[m.index]
         ray.kill(m.handle, no_restart=True)
+        if self.on_remove is not None:
+            self.on_remove(m.handle)
         self.counts[count] += 1
 
     def _replace(self, m: _Member) -> None:

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import ray
 
+from actors.collective_transport import CONCURRENCY_GROUPS, CollectiveReceiver, ReceivesWeights
 from actors.common import ActorResources, quiet_torch_process
 from actors.metrics import record
 from actors.tool_client import RayToolClient
@@ -43,6 +44,7 @@ class RolloutSpec:
     engine_options: Mapping[str, Any]  # further vllm.LLM arguments
     resources: ActorResources  # per worker
     max_tool_output_chars: int  # of a code run's output in its observation, as in the warm start
+    weight_transport: str = "object_store"  # or "collective": the worker joins the learner's broadcast group
 
     @classmethod
     def from_config(cls, cfg: OrchestraConfig, policy_path: str, toolsets: Mapping[str, Tuple[str, Sequence[ToolSpec]]],
@@ -52,11 +54,11 @@ class RolloutSpec:
         return cls(policy_path, toolsets, tuple(slots), episode_limits(cfg), families, cfg.policy.dtype, cfg.policy.device,
                    r.torch_threads, r.max_batch_size, cfg.policy.engine, dict(cfg.policy.vllm),
                    ActorResources(r.num_cpus_per_worker, r.num_gpus_per_worker, dict(r.resources)),
-                   cfg.tools.sandbox.max_output_chars)
+                   cfg.tools.sandbox.max_output_chars, cfg.weights.transport)
 
 
-@ray.remote
-class RolloutWorker:
+@ray.remote(concurrency_groups=CONCURRENCY_GROUPS)
+class RolloutWorker(ReceivesWeights):
     def __init__(self, spec: RolloutSpec, experts: Dict[str, "ray.actor.ActorHandle"], weight_store, index: int,
                  code_pool: Optional["ray.actor.ActorHandle"] = None, search: Optional["ray.actor.ActorHandle"] = None):
         quiet_torch_process(spec.torch_threads)
@@ -75,6 +77,11 @@ class RolloutWorker:
         self.client = RayToolClient(experts, code_pool, search, spec.max_tool_output_chars)
         self.version = -1
         self.clock = StageClock()
+        self.receiver = None
+        if spec.weight_transport == "collective":
+            # joining starts a new epoch: the learner's next version forms a group with this worker in it
+            self.receiver = CollectiveReceiver()
+            ray.get(self.store.join_transport.remote(ray.get_runtime_context().current_actor))
 
     def __repr__(self) -> str:  # the actor's name in the dashboard and in log prefixes
         return f"RolloutWorker[{self.index}]"
@@ -84,7 +91,7 @@ class RolloutWorker:
 
     def sync_weights(self) -> int:
         t0 = time.perf_counter()
-        update = pull_if_newer(self.store, self.version)
+        update = pull_if_newer(self.store, self.version, self.receiver.take if self.receiver else None)
         if update is not None:
             self.version, weights = update
             self.engine.load_weights(weights)

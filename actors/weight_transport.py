@@ -1,4 +1,4 @@
-"""Weight transport through the Ray object store.
+"""Weight transport through the Ray object store (and the version record of every transport).
 
 After each update the learner puts its weights into the object store once and publishes
 (version, ref) to the `WeightStore`. Rollout workers and the reference model pull the latest version
@@ -33,19 +33,41 @@ _flat: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (la
 
 @ray.remote(num_cpus=0)
 class WeightStore:
+    """The latest version and where it is: object-store refs, or (collective transport) none, the
+    version then being staged on the workers that received its broadcast and held by `source`, the
+    learner's rank 0, for any that did not. It also keeps the transport's members: each joining or
+    leaving worker starts a new epoch, and the sender forms a new group for it."""
+
     def __init__(self):
         self.version = -1
         self.refs: List[ray.ObjectRef] = []
+        self.source = None
+        self.epoch, self.members = 0, []
 
-    def publish(self, version: int, refs: List[ray.ObjectRef]) -> int:
+    def publish(self, version: int, refs: List[ray.ObjectRef], source=None) -> int:
         # The ref travels inside a list so that Ray hands over the reference, not the weights.
         if version <= self.version:
             raise ValueError(f"weight version {version} is not newer than {self.version}")
-        self.version, self.refs = version, refs
+        self.version, self.refs, self.source = version, refs, source
         return version
 
-    def latest(self) -> Tuple[int, List[ray.ObjectRef]]:
-        return self.version, self.refs
+    def latest(self) -> Tuple[int, List[ray.ObjectRef], Optional["ray.actor.ActorHandle"]]:
+        return self.version, self.refs, self.source
+
+    def join_transport(self, member) -> int:
+        self.members.append(member)
+        self.epoch += 1
+        return self.epoch
+
+    def leave_transport(self, members: List) -> int:
+        gone = {m._actor_id for m in members}
+        kept = [m for m in self.members if m._actor_id not in gone]
+        if len(kept) != len(self.members):
+            self.members, self.epoch = kept, self.epoch + 1
+        return self.epoch
+
+    def transport_members(self) -> Tuple[int, List]:
+        return self.epoch, list(self.members)
 
 
 def start_weight_store() -> "ray.actor.ActorHandle":
@@ -174,8 +196,19 @@ def publish_packed(store, packed: Dict, version: int) -> int:
     return ray.get(store.publish.remote(version, [ray.put(packed)]))
 
 
-def pull_if_newer(store, current: int) -> Optional[Tuple[int, Dict[str, np.ndarray]]]:
-    version, refs = ray.get(store.latest.remote())
-    if version <= current or not refs:
+def pull_if_newer(store, current: int, staged=None) -> Optional[Tuple[int, Dict[str, np.ndarray]]]:
+    """The newest version if newer than `current`: from the object store, or (collective transport)
+    `staged(version)`'s arrays when this worker received it, else from the learner through the object
+    store (a worker that joined since its broadcast)."""
+    version, refs, source = ray.get(store.latest.remote())
+    if version <= current:
         return None
+    if refs:
+        return version, unpack_state(ray.get(refs[0]))
+    weights = staged(version) if staged is not None else None
+    if weights is not None:
+        return version, weights
+    if source is None:
+        return None
+    version, refs = ray.get(source.current_weights.remote())
     return version, unpack_state(ray.get(refs[0]))

@@ -310,6 +310,35 @@ class ToolsConfig:
     domain_call_latency_s: float = 0.05  # modelled: a domain function is a local database call
 
 
+WEIGHT_TRANSPORTS = ("object_store", "collective")
+
+
+@dataclass
+class WeightsConfig:
+    """How each new version reaches the rollout workers (actors/weight_transport.py, actors/collective_transport.py)."""
+
+    # object_store: the learner puts each version into Ray's object store once, workers read it
+    # (zero-copy on their node). collective: the learner's rank 0 broadcasts it over a gloo group of
+    # its own to the workers, in buckets; a failed broadcast falls back to the object store.
+    transport: str = "object_store"
+    bucket_mb: float = 64.0  # collective: bytes per broadcast bucket
+    timeout_s: float = 120.0  # collective: a group that forms or broadcasts no faster falls back
+
+
+@dataclass
+class PlanConfig:
+    """The memory plan checked before any actor starts (orchestra_ray/policy/memory_plan.py)."""
+
+    enforce: bool = True  # false: print the plan's refusal and start anyway
+    # Memory of one device of each kind. None: the GPU's is read when the driver sees one (else that
+    # kind is not checked); the host's is this machine's on an embedded cluster (else not checked).
+    gpu_memory_gb: Optional[float] = None
+    host_memory_gb: Optional[float] = None
+    # The policy's config.json, where policy.model's is neither local nor one the package ships
+    # (orchestra_ray/data/model_configs): the plan reads only the architecture, no weights.
+    model_config: Optional[str] = None
+
+
 @dataclass
 class OrchestraConfig:
     run: RunConfig = field(default_factory=RunConfig)
@@ -325,6 +354,8 @@ class OrchestraConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     families: FamiliesConfig = field(default_factory=FamiliesConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
 
 
 def serve_route_prefix(name: str, serve: ServeConfig) -> str:

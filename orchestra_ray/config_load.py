@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from orchestra_ray.config import (DEMONSTRATORS, DOMAIN_NAMES, EXPERT_BACKENDS, FAMILIES, MIXED_PRECISION,
-                                  PLACEMENT_STRATEGIES, TOKEN_LIMIT_PARAMS, ExpertSlotConfig, FamiliesConfig,
+                                  PLACEMENT_STRATEGIES, TOKEN_LIMIT_PARAMS, WEIGHT_TRANSPORTS, ExpertSlotConfig, FamiliesConfig,
                                   OrchestraConfig, ToolsConfig, serve_route_prefix)
 from orchestra_ray.errors import ConfigError
 from orchestra_ray.grpo.preferences import PreferenceError, profile_vector
@@ -208,6 +208,8 @@ def validate(cfg: OrchestraConfig) -> None:
              f"must be one of {', '.join(PLACEMENT_STRATEGIES)}, got {t.placement_strategy!r}")
     _require(t.mixed_precision in MIXED_PRECISION, "trainer.mixed_precision",
              f"must be one of {', '.join(MIXED_PRECISION)}, got {t.mixed_precision!r}")
+    _require(cfg.weights.transport in WEIGHT_TRANSPORTS, "weights.transport",
+             f"must be one of {', '.join(WEIGHT_TRANSPORTS)}, got {cfg.weights.transport!r}")
     lo = t.lora
     _require(lo.rank >= 0, "trainer.lora.rank", f"must not be negative (0: full-parameter training), got {lo.rank}")
     if lo.rank > 0:
@@ -278,7 +280,7 @@ _NOT_NEGATIVE = ("policy.tiny.pretrain_steps", "families.domain.lookup_repeats",
                  "trainer.weight_decay", "reward.eps", "eval.temperature", "data.max_train_questions",
                  "data.max_heldout_questions")
 _FINITE_POSITIVE = ("trainer.lr", "warm_start.lr", "policy.tiny.pretrain_lr", "trainer.max_grad_norm",
-                    "trainer.collective_timeout_s", "trainer.publish_bucket_mb")
+                    "trainer.collective_timeout_s", "trainer.publish_bucket_mb", "weights.bucket_mb", "weights.timeout_s")
 
 
 def _validate_ranges(cfg: OrchestraConfig) -> None:

@@ -55,12 +55,14 @@ def cmd_train(args) -> int:
 
     from pipelines.cluster import check_placement, connect
     from pipelines.memory import PeakMemory
+    from pipelines.plan import check_plan
     from pipelines.progress import Progress, format_summary
     from pipelines.train import new_run_dir, train
 
     import ray
 
     progress = Progress()
+    check_plan(cfg, progress.note)  # a config that cannot fit stops here, before any actor starts
     with PeakMemory() as mem:
         progress.note(connect(cfg, args.address))
         try:
@@ -112,6 +114,19 @@ def cmd_eval(args) -> int:
         print(f.read(), flush=True)
     print(f"report: {os.path.join(eval_dir, 'report.md')} (and report.html, pareto.png, tool_share.png, "
           f"training_curves.png)", flush=True)
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from orchestra_ray.config_load import load_config
+    from pipelines.plan import refusal, run_plan, table
+
+    config_arg, overrides = _split_args(args.items)
+    p = run_plan(load_config(_config_path(config_arg), overrides))
+    print(table(p), flush=True)
+    if not p.fits:
+        print(f"orchestra-ray: {refusal(p)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -247,6 +262,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     p.set_defaults(run=cmd_train)
 
+    p = sub.add_parser("plan", help="the memory plan of a config: what each actor holds on which device, and whether it fits "
+                                    "(exit 1 when it cannot); reads only the model's config, no weights")
+    p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]", help="as for train")
+    p.set_defaults(run=cmd_plan)
+
     p = sub.add_parser("eval", parents=[join], help="the policy of a checkpoint and the baselines on the held-out split; writes a report")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint directory, or a run directory (its latest checkpoint)")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
@@ -305,8 +325,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--tokens", type=int, default=128, help="learner: tokens per sample, +-25%% (default 128)")
     p.add_argument("--micro-batch-size", type=int, default=4, help="learner: sequences per micro-batch (default 4)")
     p.add_argument("--modes", default="share,copy",
-                   help="weight-sync: share (workers read the published weights in place, as on CPU) and/or copy "
-                        "(each copies them into its own parameters); default share,copy")
+                   help="weight-sync: share (workers read the published weights in place, as on CPU), copy "
+                        "(each copies them into its own parameters) and/or collective (broadcast over a gloo group, "
+                        "weights.transport=collective); default share,copy")
     p.add_argument("--calls", type=int, default=20, help="sandbox: timed calls per variant (default 20)")
     p.add_argument("--pool-calls", type=int, default=40, help="sandbox: calls in flight for the pool's throughput (default 40)")
     p.add_argument("--pool-workers", type=int, default=2, help="sandbox: code-interpreter workers (default 2)")

@@ -52,7 +52,7 @@ class Workers:
         r = self.cfg.rollout
         self.pool = RolloutPool(lambda i: start_rollout_worker(spec, i, self.experts, self.store, self.code_pool, self.search),
                                 r.num_workers, r.autoscale, r.resources, r.max_batch_retries, r.retry_backoff_s,
-                                r.batch_timeout_s)
+                                r.batch_timeout_s, on_remove=lambda h: self.store.leave_transport.remote([h]))
         self.wait_experts()
 
     def start_experts(self) -> None:

@@ -65,11 +65,12 @@ def test_weight_sync_bench_reports_sync_copy_and_ratio(cluster, tmp_path, capsys
 
     bench_weight_sync.SIZES["tiny"] = bench_weight_sync.TINY
     try:
-        assert main(["bench", "weight-sync", "--sizes", "tiny", "--reps", "2", "--workers", "2", "--root", str(tmp_path)]) == 0
+        assert main(["bench", "weight-sync", "--sizes", "tiny", "--reps", "2", "--workers", "2", "--root", str(tmp_path),
+                     "--modes", "share,copy,collective"]) == 0
     finally:
         del bench_weight_sync.SIZES["tiny"]
     out = read_bench(tmp_path, "weight-sync")
-    assert [r["mode"] for r in out["results"]] == ["share", "copy"]
+    assert [r["mode"] for r in out["results"]] == ["share", "copy", "collective"]
     for r in out["results"]:
         assert r["model"] == "tiny" and r["workers"] == 2 and r["reps"] == 2
         assert r["parameters"] > 0 and r["bytes"] == 4 * r["parameters"]  # float32, the tied embedding once
@@ -79,6 +80,14 @@ def test_weight_sync_bench_reports_sync_copy_and_ratio(cluster, tmp_path, capsys
         assert len(r["warmup_sync_s"]) == out["warmup_rounds"] == bench_weight_sync.WARMUP_ROUNDS
     assert out["machine"]["cpus"] >= 1
     assert "ratio" in capsys.readouterr().out
+
+
+def test_learner_bench_sets_the_memory_plan_beside_the_measured_peak(cluster, tmp_path):
+    assert main(["bench", "learner", "--sizes", "tiny", "--learners", "1", "--steps", "1", "--samples", "4",
+                 "--tokens", "64", "--micro-batch-size", "2", "--root", str(tmp_path)]) == 0
+    (rank,) = read_bench(tmp_path, "learner")["results"][0]["ranks"]
+    assert rank["planned_bytes"] > 0 and rank["peak_rss_bytes"] > 0
+    assert abs(rank["plan_error"]) < 0.25, "the plan's estimate of the learner is within 25 % of its peak"
 
 
 def test_weight_sync_bench_rejects_an_unknown_size(cluster, tmp_path, capsys):

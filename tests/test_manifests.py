@@ -187,8 +187,9 @@ def actor_demands(cfg: OrchestraConfig) -> Dict[str, dict]:
         "rollout workers (rollout.resources)": dict(
             resources=r.resources, count=r.autoscale.max_workers if r.autoscale.enabled else r.num_workers,
             cpus=r.num_cpus_per_worker, gpus=r.num_gpus_per_worker),
+        # a learner group's ranks hold the reference too; one learner has a reference actor beside it
         "learner and reference model (trainer.resources)": dict(
-            resources=t.resources, count=2, cpus=t.num_cpus, gpus=t.num_gpus),
+            resources=t.resources, count=t.num_learners if t.num_learners > 1 else 2, cpus=t.num_cpus, gpus=t.num_gpus),
         "code-interpreter workers (tools.code_pool.resources)": dict(
             resources=pool.resources, count=pool.max_workers, cpus=pool.num_cpus, gpus=0),
     }
@@ -270,7 +271,7 @@ def test_the_validator_rejects_what_the_api_server_would(validators):
 
 # ---- overlays -----------------------------------------------------------------------------------
 def test_overlays_exist():
-    assert {"quickstart", "production"} <= set(OVERLAYS)
+    assert {"quickstart", "production", "lora"} <= set(OVERLAYS)
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
@@ -462,11 +463,34 @@ def test_expert_keys_reach_every_ray_pod(overlay_docs):
                     f"{job_id(item)} {group}: {var} (an expert's api_key_env) is not set from a Secret"
 
 
+def test_entrypoints_pass_the_memory_plan(overlay_docs):
+    """What each RayJob trains fits its pods: `orchestra-ray plan` with the entrypoint's arguments
+    (the plan a run checks before any actor starts)."""
+    from pipelines.plan import run_plan
+
+    for item in jobs_of(overlay_docs):
+        config, overrides = entrypoint(item[1])
+        p = run_plan(run_config(config, overrides))
+        assert p.fits, f"{job_id(item)}: {p.problems}"
+        if p.layout.learner_device == "cuda":
+            assert p.layout.gpu_bytes, f"{job_id(item)}: a GPU run names its GPUs' memory (plan.gpu_memory_gb)"
+
+
+def test_lora_overlay_trains_qwen3_8b_on_one_learner_gpu(overlay_docs):
+    (job,) = by_kind(overlay_docs["lora"], "RayJob")
+    cfg = run_config(*entrypoint(job))
+    assert cfg.policy.model == "Qwen/Qwen3-8B" and cfg.trainer.lora.rank > 0
+    assert (cfg.trainer.num_learners, cfg.trainer.num_gpus) == (1, 1)
+    assert (cfg.trainer.lr, cfg.trainer.kl_coef, cfg.rollout.max_turns) == (1e-6, 1e-4, 50)
+
+
 def test_production_trains_in_the_papers_setting(overlay_docs):
     (job,) = by_kind(overlay_docs["production"], "RayJob")
     config, overrides = entrypoint(job)
     cfg = run_config(config, overrides)
     assert cfg.policy.model == "Qwen/Qwen3-8B"
+    assert cfg.trainer.lora.rank == 0 and cfg.trainer.num_learners == 8, "full-parameter, on a learner group"
+    assert cfg.policy.dtype == "float32" and cfg.trainer.mixed_precision == "bfloat16", "1e-6 steps need float32 weights"
     assert (cfg.trainer.lr, cfg.trainer.clip_low, cfg.trainer.clip_high, cfg.trainer.kl_coef) == (1e-6, 0.2, 0.28, 1e-4)
     assert (cfg.rollout.tasks_per_step, cfg.rollout.group_size, cfg.rollout.max_turns) == (16, 8, 50)
     assert cfg.run.root == "/mnt/runs"

@@ -20,7 +20,7 @@ SIZES: Dict[str, Dict] = {
     "500M": dict(hidden_size=1536, num_hidden_layers=16, intermediate_size=4608, vocab_size=32768,
                  num_attention_heads=16, num_key_value_heads=8, head_dim=96),
 }
-MODES = ("share", "copy")
+MODES = ("share", "copy", "collective")
 # The smallest useful model, for tests.
 TINY = dict(hidden_size=32, num_hidden_layers=1, intermediate_size=64, vocab_size=256,
             num_attention_heads=2, num_key_value_heads=1, head_dim=16)
@@ -46,14 +46,17 @@ def copy_seconds(nbytes: int) -> float:
 WARMUP_ROUNDS = 3
 
 
-def measure_size(name: str, shape: Dict, workers: int, reps: int, share: bool) -> Dict:
+def measure_size(name: str, shape: Dict, workers: int, reps: int, mode: str) -> Dict:
     from pipelines.bench.weight_sync_actors import SyncSource, SyncTarget
     from actors.weight_transport import start_weight_store
 
     config = qwen3_config(shape)
     store = start_weight_store()
-    source = SyncSource.options(num_cpus=0).remote(config, store)
-    targets = [SyncTarget.options(num_cpus=0).remote(config, store, share) for _ in range(workers)]
+    collective = mode == "collective"
+    # collective: broadcast into each worker's staging buffer, which it then reads in place (as on CPU)
+    source = SyncSource.options(num_cpus=0).remote(config, store, collective=collective)
+    targets = [SyncTarget.options(num_cpus=0).remote(config, store, mode != "copy", collective=collective)
+               for _ in range(workers)]
     try:
         nbytes, params = ray.get([source.nbytes.remote(), source.parameters.remote()])
         ray.get([t.ready.remote() for t in targets])
@@ -80,7 +83,7 @@ def measure_size(name: str, shape: Dict, workers: int, reps: int, share: bool) -
             ray.kill(actor)
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     return {
-        "model": name, "mode": "share" if share else "copy", "parameters": int(params), "bytes": int(nbytes), "workers": workers, "reps": reps,
+        "model": name, "mode": mode, "parameters": int(params), "bytes": int(nbytes), "workers": workers, "reps": reps,
         "sync_s": med["sync_s"], "copy_s": med["copy_s"], "ratio": med["sync_s"] / med["copy_s"],
         "parts_s": {k: med[k] for k in ("publish_s", "pull_s", "load_s")},
         "sync_s_all": [r["sync_s"] for r in rows], "copy_s_all": [r["copy_s"] for r in rows],
@@ -105,11 +108,13 @@ def check_args(sizes: Sequence[str], workers: int, reps: int, shapes: Dict[str, 
 
 def run(sizes: Sequence[str] = ("10M", "100M", "500M"), workers: int = 2, reps: int = 5,
         modes: Sequence[str] = MODES, shapes: Dict[str, Dict] = None) -> Dict:
-    """`modes`: "share" (workers read the published arrays in place, as rollout workers on CPU do)
-    and/or "copy" (each worker copies them into its own parameters, as an engine on a GPU must)."""
+    """`modes`: "share" (workers read the published arrays in place, as rollout workers on CPU do),
+    "copy" (each worker copies them into its own parameters, as an engine on a GPU must) and/or
+    "collective" (the source broadcasts over a gloo group into each worker's staging buffer, which
+    the worker reads in place; `weights.transport: collective`)."""
     shapes = shapes or SIZES
     check_args(sizes, workers, reps, shapes, modes)
-    results = [measure_size(s, shapes[s], workers, reps, m == "share") for s in sizes for m in modes]
+    results = [measure_size(s, shapes[s], workers, reps, m) for s in sizes for m in modes]
     return {"benchmark": "weight-sync", "workers": workers, "reps": reps, "warmup_rounds": WARMUP_ROUNDS, "results": results,
             "target": {"model": "100M", "workers": 2, "max_ratio": 3.0}}
 
@@ -117,10 +122,10 @@ def run(sizes: Sequence[str] = ("10M", "100M", "500M"), workers: int = 2, reps: 
 def table(result: Dict) -> str:
     lines = [f"weight sync to {result['workers']} rollout worker(s), median of {result['reps']} reps "
              f"after {WARMUP_ROUNDS} warm-up rounds (publish + all workers pulled and loaded) vs one in-memory copy of the same bytes",
-             f"{'model':>6} {'mode':>5} {'params':>12} {'MB':>8} {'sync s':>9} {'copy s':>9} {'ratio':>7}"
+             f"{'model':>6} {'mode':>10} {'params':>12} {'MB':>8} {'sync s':>9} {'copy s':>9} {'ratio':>7}"
              f" {'publish s':>10} {'pull s':>9} {'load s':>9}"]
     for r in result["results"]:
         p = r["parts_s"]
-        lines.append(f"{r['model']:>6} {r['mode']:>5} {r['parameters']:>12,} {r['bytes'] / 1e6:>8.1f} {r['sync_s']:>9.4f} "
+        lines.append(f"{r['model']:>6} {r['mode']:>10} {r['parameters']:>12,} {r['bytes'] / 1e6:>8.1f} {r['sync_s']:>9.4f} "
                      f"{r['copy_s']:>9.4f} {r['ratio']:>6.2f}x {p['publish_s']:>10.4f} {p['pull_s']:>9.4f} {p['load_s']:>9.4f}")
     return "\n".join(lines)

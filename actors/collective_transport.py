@@ -1,0 +1,201 @@
+"""Weight transport over a collective group (`weights.transport: collective`), beside the object store.
+
+The learner's rank 0 broadcasts each version's packed buffer (actors/weight_transport.py) in buckets
+over a torch.distributed group of its own (gloo) to every rollout worker that has joined, then
+publishes the version number to the `WeightStore` with no object-store copy. Each worker receives on
+a thread of its own (the actor's "transport" concurrency group), into one of two staging buffers, so
+a broadcast never waits for a generation and never overwrites the weights a generation reads; the
+worker loads the newest staged version before its next group, as it would pull one.
+
+The group is formed again whenever its members change: a worker joins (a new or replacing one) by
+registering with the WeightStore, which starts a new epoch; the sender forms the epoch's group at its
+next version. A worker that has not received the current version (it joined since) asks rank 0 for it
+(`current_weights`, through the object store). A broadcast that fails or times out (a member died,
+a network fault) is logged in one line and that version goes through the object store; members that
+no longer answer leave, and the next version forms a new group: nothing waits past
+`weights.timeout_s`.
+
+The group is a standalone gloo `ProcessGroup` on its own TCP rendezvous, not torch.distributed's
+default group, which a learner group's ranks use for FSDP.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import socket
+import threading
+import time
+from datetime import timedelta
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import ray
+
+from actors.weight_transport import unpack_state
+
+logger = logging.getLogger(__name__)
+TRANSPORT = "transport"  # the concurrency group of the methods below
+CONCURRENCY_GROUPS = {TRANSPORT: 1}
+
+
+def _group(host: str, port: int, rank: int, world: int, timeout_s: float):
+    import torch.distributed as dist
+
+    timeout = timedelta(seconds=timeout_s)
+    store = dist.TCPStore(host, port, world, rank == 0, timeout=timeout, wait_for_workers=False)
+    return dist.ProcessGroupGloo(store, rank, world, timeout), store
+
+
+def _broadcast(group, data: np.ndarray, bucket_bytes: int) -> None:
+    """`data` (uint8) from rank 0 to every rank, in buckets; all buckets in flight at once."""
+    import torch
+    import torch.distributed as dist
+
+    flat = torch.from_numpy(data)
+    works = []
+    for off in range(0, data.nbytes, bucket_bytes):
+        opts = dist.BroadcastOptions()
+        opts.rootRank = 0
+        works.append(group.broadcast([flat[off : off + bucket_bytes]], opts))
+    for w in works:
+        w.wait()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class CollectiveSender:
+    """Rank 0's end: forms each epoch's group and broadcasts versions to its members."""
+
+    def __init__(self, store, bucket_mb: float, timeout_s: float):
+        self.store, self.bucket_bytes, self.timeout_s = store, max(1, int(bucket_mb * 2**20)), timeout_s
+        self.epoch, self.members, self.group = -1, [], None
+        self._rendezvous = None
+
+    def send(self, packed: Dict, version: int) -> bool:
+        """True when every member of the current epoch has `version` staged; False (logged) when
+        there are no members or the broadcast failed, and the caller publishes through the object store."""
+        epoch, members = ray.get(self.store.transport_members.remote())
+        if not members:
+            return False
+        try:
+            if epoch != self.epoch:
+                self._form(epoch, members)
+            layout, data = packed["layout"], packed["data"]
+            done = [m.receive_weights.remote(version, layout, int(data.nbytes), self.bucket_bytes) for m in self.members]
+            _broadcast(self.group, data, self.bucket_bytes)
+            ray.get(done, timeout=self.timeout_s)
+            return True
+        except Exception as exc:  # a member died or stalled: this version goes by the object store
+            logger.warning("weight broadcast of version %d to %d worker(s) failed (%s); version %d goes through "
+                           "the object store, the group is formed again at the next version",
+                           version, len(members), str(exc).splitlines()[0][:200], version)
+            self.close()
+            self._drop_unresponsive(members)
+            return False
+
+    def _form(self, epoch: int, members: List) -> None:
+        self.close()
+        host = ray.util.get_node_ip_address()
+        port = _free_port(host)
+        world = len(members) + 1
+        joined = [m.join_transport.remote(epoch, host, port, i + 1, world, self.timeout_s) for i, m in enumerate(members)]
+        self.group, self._rendezvous = _group(host, port, 0, world, self.timeout_s)
+        ray.get(joined, timeout=self.timeout_s)
+        self.epoch, self.members = epoch, list(members)
+
+    def _drop_unresponsive(self, members: List) -> None:
+        """Members whose actor has died leave the transport (one that is alive but still busy with
+        the failed broadcast stays: its receive ends at the group's time-out, and it joins the next group)."""
+        pings = {m.transport_ping.remote(): m for m in members}
+        ready, _ = ray.wait(list(pings), num_returns=len(pings), timeout=min(5.0, self.timeout_s))
+        gone = []
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError:
+                gone.append(pings[ref])
+            except Exception:
+                pass
+        ray.get(self.store.leave_transport.remote(gone))
+        self.epoch = -1  # form anew even if nobody left (a failed broadcast leaves the group unusable)
+
+    def close(self) -> None:
+        """Drops the group: its connections close, so members still receiving from it fail at once."""
+        group, self.group, self._rendezvous, self.members = self.group, None, None, []
+        if group is not None:
+            del group
+            gc.collect()
+
+
+class CollectiveReceiver:
+    """A rollout worker's end: joins each epoch's group; receives into the staging buffer the engine
+    is not reading."""
+
+    def __init__(self):
+        self.group = None
+        self._rendezvous = None
+        self.epoch = -1
+        self.buffers: List[Optional[np.ndarray]] = [None, None]
+        self.staged: List[Tuple[int, Optional[list]]] = [(-1, None), (-1, None)]  # (version, layout) per buffer
+        self.in_use = -1  # the buffer whose arrays the engine holds (share_weights), never written
+        self.lock = threading.Lock()
+
+    def join(self, epoch: int, host: str, port: int, rank: int, world: int, timeout_s: float) -> int:
+        self.group = self._rendezvous = None
+        self.group, self._rendezvous = _group(host, port, rank, world, timeout_s)
+        self.epoch = epoch
+        return rank
+
+    def receive(self, version: int, layout: list, nbytes: int, bucket_bytes: int) -> int:
+        t0 = time.perf_counter()
+        try:
+            return self._receive(version, layout, nbytes, bucket_bytes)
+        except Exception:
+            logger.warning("receiving version %d failed after %.1f s", version, time.perf_counter() - t0)
+            raise
+
+    def _receive(self, version: int, layout: list, nbytes: int, bucket_bytes: int) -> int:
+        with self.lock:
+            # the buffer not in use that holds the older version (a newer staged one stays until replaced)
+            free = [i for i in (0, 1) if i != self.in_use]
+            slot = min(free, key=lambda i: self.staged[i][0])
+            if self.buffers[slot] is None or self.buffers[slot].nbytes != nbytes:
+                self.buffers[slot] = np.empty(nbytes, dtype=np.uint8)
+            self.staged[slot] = (-1, None)  # being written
+        _broadcast(self.group, self.buffers[slot], bucket_bytes)
+        with self.lock:
+            self.staged[slot] = (version, layout)
+        return version
+
+    def take(self, version: int) -> Optional[Dict[str, np.ndarray]]:
+        """The staged `version` as name -> array (views into its buffer, which is then kept from
+        being written until another version is taken), or None if it is not staged."""
+        with self.lock:
+            for i, (v, layout) in enumerate(self.staged):
+                if v == version:
+                    self.in_use = i
+                    return unpack_state({"layout": layout, "data": self.buffers[i]})
+        return None
+
+
+class ReceivesWeights:
+    """Methods of an actor that receives weights by broadcast (a mixin of actor classes that create
+    `self.receiver = CollectiveReceiver()`; declared with `concurrency_groups=CONCURRENCY_GROUPS`)."""
+
+    @ray.method(concurrency_group=TRANSPORT)
+    def join_transport(self, epoch: int, host: str, port: int, rank: int, world: int, timeout_s: float) -> int:
+        return self.receiver.join(epoch, host, port, rank, world, timeout_s)
+
+    @ray.method(concurrency_group=TRANSPORT)
+    def receive_weights(self, version: int, layout: list, nbytes: int, bucket_bytes: int) -> int:
+        return self.receiver.receive(version, layout, nbytes, bucket_bytes)
+
+    @ray.method(concurrency_group=TRANSPORT)
+    def transport_ping(self) -> bool:
+        return True
+
