@@ -86,8 +86,12 @@ def small_cfg(tmp_path, frames_dir):
     return make
 
 
-def test_killed_rollout_workers_lose_no_episode(small_cfg):
-    cfg = small_cfg("run.name=kill", "rollout.num_workers=2", "cluster.num_cpus=2", "trainer.kl_coef=0.01")
+@pytest.mark.parametrize("transport", ["object_store", "collective"])
+def test_killed_rollout_workers_lose_no_episode(small_cfg, transport):
+    """With the collective transport a replacement joins the broadcast group; the killed worker's
+    place in it is given up, so each step's version is still broadcast (not the object store)."""
+    cfg = small_cfg("run.name=kill", "rollout.num_workers=2", "cluster.num_cpus=2", "trainer.kl_coef=0.01",
+                    f"weights.transport={transport}")
     connect(cfg)
     try:
         tr = start_trainer(cfg)
@@ -105,6 +109,11 @@ def test_killed_rollout_workers_lose_no_episode(small_cfg):
         assert sum(m["ledger"]["reissued"] for m in steps) >= 2 * (TASKS * GROUP // 2)  # a lost batch is half the step
         assert sum(m["ledger"]["failed_attempts"] for m in steps) == sum(m["ledger"]["reissued"] for m in steps)
         assert tr.pool.counts["replaced"] >= 2 and tr.pool.wait_ready(2, timeout_s=60) == 2  # replacements came up
+        version, refs, _ = ray.get(tr.workers.store.latest.remote())
+        assert version == 3 and (refs == [] if transport == "collective" else len(refs) == 1)
+        if transport == "collective":
+            epoch, members = ray.get(tr.workers.store.transport_members.remote())
+            assert len(members) == 2, "the killed workers left the group, their replacements joined"
         with open(os.path.join(tr.run_dir, "metrics.jsonl")) as f:
             assert [json.loads(line)["step"] for line in f] == [1, 2, 3]
     finally:
