@@ -211,7 +211,7 @@ class TrainerConfig:
     lr: float = 1e-6
     weight_decay: float = 0.0
     clip_low: float = 0.2
-    clip_high: float = 0.28
+    clip_high: float = 0.28  # inf: no upper clip of the ratio (the only config number that may be infinite)
     kl_coef: float = 1e-4
     max_grad_norm: float = 1.0
     epochs: int = 1  # passes over each step's batch

@@ -168,8 +168,47 @@ def _validate_slot(e: ExpertSlotConfig, key: str) -> None:
              f"'{route}' must start with '/', not end with '/', and use only letters, digits and . _ ~ - /")
 
 
+# Float keys where infinity means something (stated in the key's comment in config.py); every other
+# number of the config must be finite: `inf` or `1e400` as a temperature, a price or a back-off
+# would only break a run later (a lost batch never re-issued, non-finite weights written).
+INFINITY_ALLOWED = {"trainer.clip_high": "no upper clip of the ratio"}
+
+
+def _numbers(node: Any, key: str = ""):
+    """(dotted key, value) of every float below `node` (dataclasses, dicts, lists)."""
+    if isinstance(node, float):
+        yield key, node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _numbers(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _numbers(v, f"{key}.{i}")
+    elif hasattr(node, "__dataclass_fields__"):
+        for k in node.__dataclass_fields__:
+            yield from _numbers(getattr(node, k), f"{key}.{k}" if key else k)
+
+
+def _validate_finite(cfg: OrchestraConfig) -> None:
+    for key, value in _numbers(cfg):
+        if math.isnan(value) or (math.isinf(value) and not (value > 0 and key in INFINITY_ALLOWED)):
+            _require(False, key, f"must be a finite number, got {value}")
+
+
+def check_run_root(root: str) -> None:
+    """Before a run writes: run.root is a directory, or can be made one (its nearest existing
+    ancestor is a writable directory)."""
+    here = os.path.abspath(root or ".")
+    while not os.path.exists(here):
+        here = os.path.dirname(here)
+    _require(os.path.isdir(here), "run.root", f"{here} is a file, not a directory" + ("" if here == os.path.abspath(root)
+                                                                                       else f" (on the way to {root})"))
+    _require(os.access(here, os.W_OK | os.X_OK), "run.root", f"{here} is not writable")
+
+
 def validate(cfg: OrchestraConfig) -> None:
     """Checks that a type cannot express; each failure names its key."""
+    _validate_finite(cfg)
     r, t = cfg.rollout, cfg.trainer
     _require(cfg.policy.engine in ("hf", "vllm"), "policy.engine", f"'{cfg.policy.engine}' is not an engine (hf or vllm)")
     _require(cfg.policy.tiny.pretrain_windows in ("packed", "document"), "policy.tiny.pretrain_windows",

@@ -14,3 +14,9 @@ class DataError(ValueError):
 class LearnerLost(RuntimeError):
     """A rank of the learner group died or failed: the group cannot take another step. Its message
     names the rank; the driver adds the last checkpoint to resume from."""
+
+
+class NonFiniteUpdate(LearnerLost):
+    """An update whose loss or gradient is not finite. It is not applied (the weights stay as they
+    were) and the run stops, as when a rank is lost: a non-finite value never reaches the weights
+    or a checkpoint."""

@@ -32,7 +32,7 @@ def _split_args(items: List[str]) -> Tuple[Optional[str], List[str]]:
 
 
 def cmd_train(args) -> int:
-    from orchestra_ray.config_load import load_config, make_paths_absolute
+    from orchestra_ray.config_load import check_run_root, load_config, make_paths_absolute
     from orchestra_ray.errors import ConfigError
     from pipelines.families import load_families
     from pipelines.zoo import load_zoo
@@ -50,6 +50,7 @@ def cmd_train(args) -> int:
         cfg = load_config(path, overrides)
         config_name = os.path.splitext(os.path.basename(path))[0]
     make_paths_absolute(cfg)  # the run's config.yaml then reads the same from any directory
+    check_run_root(cfg.run.root)
     zoo = load_zoo(cfg)  # data problems surface here, before the cluster starts
     families = load_families(cfg, zoo)
 

@@ -284,3 +284,33 @@ def test_paths_a_run_records_are_made_absolute(tmp_path, monkeypatch):
     assert cfg.data.path == str(tmp_path / "frames") and cfg.run.root == str(tmp_path / "out")
     assert cfg.policy.cache_dir == str(tmp_path / "c" / "p") and cfg.tools.search.cache_dir == str(tmp_path / "c" / "s")
     assert cfg.tools.sandbox.bwrap == "bwrap" and cfg.tools.sandbox.python == ""  # a name on PATH, "this Python": kept
+
+
+@pytest.mark.parametrize("override", [
+    "rollout.retry_backoff_s=inf", "rollout.temperature=1e400", "trainer.kl_coef=inf", "trainer.weight_decay=nan",
+    "reward.eps=1e999", "zoo.experts.0.input_price=inf", "zoo.experts.1.output_price=-inf", "eval.temperature=nan",
+    "rollout.autoscale.idle_timeout_s=inf", "tools.sandbox.timeout_s=inf", "trainer.max_grad_norm=inf",
+    "families.weights.frames=inf",
+])
+def test_non_finite_numbers_are_refused_with_their_key(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"'{key}'.*finite"):
+        load(override)
+
+
+def test_an_infinite_upper_clip_is_the_one_infinity_that_means_something():
+    assert load("trainer.clip_high=inf").trainer.clip_high == float("inf")
+    with pytest.raises(ConfigError, match="trainer.clip_low"):
+        load("trainer.clip_low=inf")
+
+
+def test_a_run_root_that_is_a_file_or_under_one_is_refused(tmp_path, capsys):
+    from pipelines.cli import main
+
+    afile = tmp_path / "notes.txt"
+    afile.write_text("x")
+    assert main(["train", "quickstart", f"run.root={afile}"]) == 2
+    assert "'run.root': " in capsys.readouterr().err
+    assert main(["train", "quickstart", f"run.root={afile}/runs"]) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt is a file, not a directory (on the way to" in err and len(err.strip().splitlines()) == 1

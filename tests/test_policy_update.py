@@ -1,6 +1,7 @@
 """Log-probs computed at the policy's tokens only equal the full computation there, values and
 gradients, on a real (tiny, random) Qwen3 model; plain torch, no Ray."""
 
+import pytest
 import torch
 
 from orchestra_ray.grpo.policy_update import reference_logprobs, sequence_logprobs
@@ -57,3 +58,31 @@ def test_masked_logprobs_give_the_same_gradient():
         grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
     for k in grads[0]:
         assert torch.allclose(grads[0][k], grads[1][k], atol=1e-5), k
+
+
+@pytest.mark.parametrize("bad", ["advantage", "kl_coef", "old_logprob"])
+def test_a_non_finite_update_is_not_applied(bad):
+    from orchestra_ray.errors import LearnerLost, NonFiniteUpdate
+    from orchestra_ray.grpo.policy_update import grpo_update
+    from orchestra_ray.rollout.sample import TrainBatch
+
+    model = tiny_qwen3()
+    ids, _ = batch()
+    masks = [[0] * 3 + [1] * (len(t) - 3) for t in ids]
+    old = [[0.0] * 3 + [-1.0] * (len(t) - 3) for t in ids]
+    adv = [1.0, -1.0] + [0.5] * (len(ids) - 2)
+    kl, ref = 0.0, None
+    if bad == "advantage":
+        adv[0] = float("nan")
+    elif bad == "kl_coef":
+        kl, ref = float("inf"), [[0.0] * len(t) for t in ids]
+    else:
+        old[1][-1] = float("-inf")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    with pytest.raises(NonFiniteUpdate, match="not applied.*not finite"):
+        grpo_update(model, opt, TrainBatch(ids, masks, old, adv), ref, clip_low=0.2, clip_high=0.28, kl_coef=kl,
+                    max_grad_norm=1.0, micro_batch_size=2)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the weights are as before"
+    assert not opt.state and all(p.grad is None for p in model.parameters())
+    assert issubclass(NonFiniteUpdate, LearnerLost)  # the run stops with one line naming the last checkpoint

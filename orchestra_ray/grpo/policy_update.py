@@ -5,10 +5,12 @@ Plain tensors and lists in; the learner actor only wraps these with a model and 
 
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from orchestra_ray.errors import NonFiniteUpdate
 from orchestra_ray.grpo.loss import policy_loss, sft_loss, target_logprobs, token_logprobs
 from orchestra_ray.grpo.shares import rank_micro_batches
 from orchestra_ray.policy.sharding import PositionLogits, split_head
@@ -79,6 +81,17 @@ def reference_logprobs(model, token_ids: Sequence[Sequence[int]], micro_batch_si
     return out
 
 
+def check_finite(optimizer, grad_norm, loss: float, what: str) -> None:
+    """Before an optimizer step: a non-finite gradient norm (the sum over every rank's gradients, so
+    all ranks agree) or loss stops the update, its gradients dropped, the weights untouched."""
+    norm = float(grad_norm)
+    if not (math.isfinite(norm) and math.isfinite(loss)):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteUpdate(f"the {what} update was not applied: its loss ({loss:.4g}) or gradient norm ({norm:.4g}) "
+                              f"is not finite; the weights are as before (a smaller trainer.lr or trainer.kl_coef, or "
+                              f"trainer.max_grad_norm, may help)")
+
+
 def grpo_update(
     model,
     optimizer,
@@ -143,6 +156,7 @@ def grpo_update(
                 for k in ("kl", "clip_fraction", "ratio_mean"):
                     mb_stats[k] += out.stats[k] * share
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            check_finite(optimizer, grad_norm, mb_stats["loss"], "GRPO")
             optimizer.step()
             n_updates += 1
             for k, v in mb_stats.items():
@@ -174,7 +188,8 @@ def sft_update(model, optimizer, samples: Sequence[dict], *, epochs: int, batch_
             loss = sft_loss(lp, mask, tokens) * (1.0 if mine else 0.0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            check_finite(optimizer, grad_norm, float(loss.detach()), "warm-start")
             optimizer.step()
             total, count = total + float(loss.detach()), count + 1
         losses.append(total / max(1, count))
