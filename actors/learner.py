@@ -26,6 +26,7 @@ from orchestra_ray.checkpoint import check_resumable
 from orchestra_ray.config import OrchestraConfig, TrainerConfig, WeightsConfig
 from orchestra_ray.grpo.policy_update import grpo_update, reference_logprobs, sft_update
 from orchestra_ray.policy import lora, sharding
+from orchestra_ray.policy.safe_load import torch_load
 from orchestra_ray.policy.tiny_model import load_policy
 from orchestra_ray.rollout.sample import TrainBatch
 
@@ -254,12 +255,10 @@ class Learner:
             return self._restore(path)
 
     def _restore(self, path: str) -> int:
-        import torch
-
         self.gathered = None
         if os.path.isdir(os.path.join(path, SHARDED)):
             sharding.load_sharded(self.lm, self.optimizer, os.path.join(path, SHARDED))
-            self._set_state(torch.load(os.path.join(path, LEARNER_STATE), weights_only=False))
+            self._set_state(torch_load(os.path.join(path, LEARNER_STATE)))
             return self.publish()
         if self.lora:  # the base never changes: a policy-only checkpoint's news is its adapter
             factors = lora.load_adapter(os.path.join(path, "adapter")) if self.rank == 0 else None
@@ -275,7 +274,7 @@ class Learner:
                 sharding.load_full(self.lm, loaded)
         legacy = os.path.join(path, LEGACY_OPTIMIZER)
         if os.path.exists(legacy):  # the warm-start checkpoint holds the policy only
-            state = torch.load(legacy, weights_only=False)
+            state = torch_load(legacy)
             self.optimizer.load_state_dict(state["optimizer"])
             self._set_state(state)
         return self.publish()

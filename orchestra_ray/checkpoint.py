@@ -4,8 +4,11 @@
                                      learner.pt (RNG states, version), state.json
     <run>/checkpoints/warm_start/    the policy after the supervised stage (the reference model)
 
-A checkpoint is written into a temporary sibling directory and renamed into place, so a directory
-with the final name is always complete.
+A checkpoint is written into a temporary sibling directory, its files flushed to disk, their sizes
+and CRC-32 checksums recorded in its state.json, and the directory renamed into place: a directory
+with the final name was complete when written. `--resume` takes the latest checkpoint whose files
+still match their record (a disk can fill, a file can be cut or damaged later), saying which it
+skipped and why.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import json
 import os
 import re
 import shutil
-from typing import Optional
+import zlib
+from typing import Dict, List, Optional, Tuple
 
 _STEP = re.compile(r"^step_(\d{6})$")
 
@@ -35,12 +39,76 @@ def temp_dir_for(final: str) -> str:
     return tmp
 
 
+_CHUNK = 8 << 20
+
+
+def _crc(path: str) -> str:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+        os.fsync(f.fileno())
+    return f"{crc:08x}"
+
+
+def manifest(root: str) -> Dict[str, List]:
+    """[bytes, crc32] of every file under `root` but state.json, by relative path."""
+    out: Dict[str, List] = {}
+    for here, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(here, name)
+            rel = os.path.relpath(path, root)
+            if rel != "state.json":
+                out[rel] = [os.path.getsize(path), _crc(path)]
+    return out
+
+
 def commit(tmp: str, final: str, state: dict) -> None:
+    state = {**state, "files": manifest(tmp)}
     with open(os.path.join(tmp, "state.json"), "w") as f:
         json.dump(state, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
     if os.path.exists(final):
         shutil.rmtree(final)
     os.replace(tmp, final)
+
+
+def verify(ckpt: str) -> Optional[str]:
+    """Why the checkpoint cannot be resumed from (None when its files match their record).
+    Checkpoints of earlier releases carry no record: their state.json must read, nothing more."""
+    try:
+        with open(os.path.join(ckpt, "state.json")) as f:
+            state = json.load(f)
+        int(state["step"])
+    except FileNotFoundError:
+        return "no state.json"
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        return f"state.json is damaged ({type(exc).__name__})"
+    for rel, (size, crc) in state.get("files", {}).items():
+        path = os.path.join(ckpt, rel)
+        if not os.path.isfile(path):
+            return f"{rel} is missing"
+        if os.path.getsize(path) != size:
+            return f"{rel} has {os.path.getsize(path)} bytes, {size} were written"
+        if _crc(path) != crc:
+            return f"{rel} does not match its checksum"
+    return None
+
+
+def latest_verified(run_dir: str) -> Tuple[Optional[str], List[Tuple[str, str]]]:
+    """The latest step checkpoint that verifies, and (checkpoint, why) of each later one skipped."""
+    root = checkpoints_dir(run_dir)
+    steps = sorted((int(m.group(1)) for d in (os.listdir(root) if os.path.isdir(root) else []) if (m := _STEP.match(d))),
+                   reverse=True)
+    skipped = []
+    for step in steps:
+        path = step_dir(run_dir, step)
+        why = verify(path)
+        if why is None:
+            return path, skipped
+        skipped.append((path, why))
+    return None, skipped
 
 
 def latest_checkpoint(run_dir: str) -> Optional[str]:
@@ -63,5 +131,10 @@ def check_resumable(ckpt: str, num_learners: int) -> None:
 
 
 def read_state(ckpt: str) -> dict:
-    with open(os.path.join(ckpt, "state.json")) as f:
-        return json.load(f)
+    from orchestra_ray.errors import DataError
+
+    try:
+        with open(os.path.join(ckpt, "state.json")) as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{ckpt}/state.json is damaged ({exc})") from None

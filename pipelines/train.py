@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import time
 from typing import Dict, List, Optional
 
@@ -27,7 +28,7 @@ from omegaconf import OmegaConf
 from actors.tool_client import RayToolClient
 from orchestra_ray import checkpoint as ckpt
 from orchestra_ray.config import OrchestraConfig
-from orchestra_ray.errors import LearnerLost
+from orchestra_ray.errors import DataError, LearnerLost
 from orchestra_ray.families.domains.call_match import summarise_call_match
 from orchestra_ray.reports.evaluation import (compare_outcomes, episode_outcomes, paired_bootstrap, per_question_reward, summarise,
                                       summarise_families)
@@ -165,28 +166,45 @@ class Trainer:
         np.random.set_state(_decode_rng(state["rng"]["numpy"]))
         torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
         ray.get(self.learner.restore.remote(path))
-        self.drop_outputs_after(self.step)
+        for line in self.drop_outputs_after(self.step):
+            self.progress.note(line)
 
-    def drop_outputs_after(self, step: int) -> None:
+    def drop_outputs_after(self, step: int) -> List[str]:
         """Work of steps after the checkpoint is redone: drop what they wrote (step files, temporary
-        files of an interrupted write, metrics lines, a line cut short by the kill)."""
+        files of an interrupted write, metrics lines, a line cut short by the kill); returns a line
+        for each damaged metrics line dropped. Files of other names are the user's: left alone."""
         tdir = os.path.join(self.run_dir, "trajectories")
         for name in os.listdir(tdir) if os.path.isdir(tdir) else []:
-            if name.startswith("step_") and (name.endswith(".tmp") or int(name[5:11]) > step):
+            m = _STEP_FILE.match(name)
+            if m and (m.group(2) or int(m.group(1)) > step):
                 os.remove(os.path.join(tdir, name))
         mpath = os.path.join(self.run_dir, "metrics.jsonl")
+        notes: List[str] = []
         if os.path.exists(mpath):
-            with open(mpath) as f:
-                keep = [line for line in f if _step_of(line) is not None and _step_of(line) <= step]
-            with open(mpath, "w") as f:
+            keep = []
+            with open(mpath, "rb") as f:
+                for n, raw in enumerate(f, 1):
+                    at = _step_of(raw)
+                    if at is None:
+                        notes.append(f"metrics.jsonl line {n} is damaged (cut by a kill, or not JSON with a step): dropped")
+                    elif at <= step:
+                        keep.append(raw)
+            with open(mpath + ".tmp", "wb") as f:
                 f.writelines(keep)
+            os.replace(mpath + ".tmp", mpath)
+        return notes
 
 
-def _step_of(line: str) -> Optional[int]:
+_STEP_FILE = re.compile(r"^step_(\d{6})\.parquet(\.tmp)?$")
+
+
+def _step_of(raw: bytes) -> Optional[int]:
+    """The step of one metrics line, or None for a line that is not UTF-8 JSON with a whole step."""
     try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
+        step = json.loads(raw.decode("utf-8"))["step"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         return None
+    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
 
 
 def _encode_rng(state):
@@ -238,7 +256,13 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
     sizes = ", ".join(f"{f} {len(p)}/{len(tr.families.heldout[f])}" for f, p in tr.families.train.items())
     progress.note(f"data (train/held-out): {sizes}; zoo: {', '.join(zoo.slots)}")
     warm_dir = os.path.join(ckpt.checkpoints_dir(run_dir), "warm_start")
-    latest = ckpt.latest_checkpoint(run_dir) if resume else None
+    latest = None
+    if resume:
+        latest, skipped = ckpt.latest_verified(run_dir)
+        for path, why in skipped:  # cut or damaged after it was written (a full disk, a crash)
+            progress.note(f"skipped checkpoint {path}: {why}")
+        if latest is None and os.path.isdir(warm_dir) and (why := ckpt.verify(warm_dir)):
+            raise DataError(f"the warm-start checkpoint {warm_dir} cannot be resumed from: {why}; start a new run")
     if latest is not None:
         ckpt.check_resumable(latest, cfg.trainer.num_learners)
     policy_path = tr.policy_path()
@@ -263,7 +287,8 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
         progress.note(f"resumed from {latest} at step {tr.step}, data position {tr.sampler.position}")
     elif resume:
         ray.get(tr.learner.restore.remote(warm_dir))
-        tr.drop_outputs_after(0)
+        for line in tr.drop_outputs_after(0):
+            progress.note(line)
         progress.note("no step checkpoint yet; starting GRPO from the warm-start policy")
     before = None
     before_path = os.path.join(run_dir, "eval", "warm_start.json")

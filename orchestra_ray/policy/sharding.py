@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from orchestra_ray.config import MIXED_PRECISION
+from orchestra_ray.policy.safe_load import dcp_reader_and_planner
 
 
 class PositionLogits(torch.nn.Module):
@@ -259,15 +260,16 @@ def load_sharded(lm, optimizer, path: str) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict, set_model_state_dict, set_state_dict
 
-    saved = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
+    reader, planner = dcp_reader_and_planner(path)  # data only: a checkpoint never runs code
+    saved = reader.read_metadata().state_dict_metadata
     if not any(k.startswith("optimizer.") for k in saved):  # saved before its first step
         state = {"model": get_model_state_dict(lm)}
-        dcp.load(state, checkpoint_id=path, no_dist=_single())
+        dcp.load(state, storage_reader=reader, planner=planner, no_dist=_single())
         set_model_state_dict(lm, state["model"])
         return
     model_sd, optim_sd = get_state_dict(lm, optimizer)
     state = {"model": model_sd, "optimizer": optim_sd}
-    dcp.load(state, checkpoint_id=path, no_dist=_single())
+    dcp.load(state, storage_reader=reader, planner=planner, no_dist=_single())
     set_state_dict(lm, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
 
 
