@@ -180,6 +180,58 @@ def test_bad_values_in_responses(tmp_path, columns, fragment):
     assert path in msg and fragment in msg, msg
 
 
+@pytest.mark.parametrize("column, values, fragment", [
+    ("problem", ["What?", None, "When?"], "column 'problem' is empty at row 1"),
+    ("answer", ["this", "them", None], "column 'answer' is empty at row 2"),
+    ("answer", ["this", "   ", "then"], "column 'answer' is empty at row 1"),
+])
+def test_questions_without_text_or_gold_answer(tmp_path, column, values, fragment):
+    path = _write(tmp_path, QUESTIONS_FILE, _questions(**{column: pa.array(values, pa.string())}))
+    msg = data_error(load_questions, tmp_path)
+    assert path in msg and fragment in msg, msg
+
+
+def test_two_different_responses_of_one_arm_to_one_question(tmp_path):
+    twice = dict(question_id=pa.array(["q1", "q1"], pa.string()), response=pa.array(["x", "z"], pa.string()))
+    path = _write(tmp_path, RESPONSES_FILE, _responses(**twice))
+    msg = data_error(load_responses, tmp_path)
+    assert path in msg and "arm 'a' has two different responses to question 'q1' (rows 0 and 1)" in msg
+    # the same row twice is harmless
+    _write(tmp_path, RESPONSES_FILE, _responses(question_id=pa.array(["q1", "q1"], pa.string()),
+                                                response=pa.array(["x", "x"], pa.string()),
+                                                grading=pa.array(["A", "A"], pa.string())))
+    assert list(load_responses(str(tmp_path))["a"]) == ["q1"]
+
+
+def _damage_bytes(path):
+    data = bytearray(open(path, "rb").read())
+    mid = len(data) // 2
+    data[mid: mid + 40] = b"\x00" * 40
+    open(path, "wb").write(bytes(data))
+
+
+def _cut(path):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) - 20])
+
+
+def _invalid_utf8(path):
+    # a string column whose bytes are not UTF-8: written as binary, then relabelled as a string
+    table = _questions(problem=pa.array([b"ok", b"\xff\xfe bad", b"fine"], pa.binary()))
+    table = table.cast(pa.schema([pa.field(f.name, pa.string()) for f in table.schema]), safe=False)
+    pq.write_table(table, path)
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (_damage_bytes, "cannot read Parquet file"), (_cut, "cannot read Parquet file"), (_invalid_utf8, "column 'problem'"),
+])
+def test_damaged_parquet_files_are_one_line(tmp_path, damage, fragment):
+    path = _write(tmp_path, QUESTIONS_FILE, _questions(problem=pa.array(["What?" * 300, "Who?", "When?"], pa.string())))
+    damage(path)
+    msg = data_error(load_questions, tmp_path)
+    assert path in msg and fragment in msg, msg
+
+
 def test_a_negative_token_count_bills_nothing(tmp_path):
     # The real data holds three (o4-mini_high_effort); a negative cost would reward calling that arm.
     _write(tmp_path, RESPONSES_FILE, _responses(billed_output_tokens=pa.array([-45, 30], pa.int64())))

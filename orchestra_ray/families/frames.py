@@ -21,6 +21,7 @@ from orchestra_ray.errors import DataError
 from orchestra_ray.families.demos import listed_choice
 from orchestra_ray.families.family import Call, EpisodeState, Loaded, TaskFamily
 from orchestra_ray.families.grading import judge_free_text
+from orchestra_ray.parquet_input import read_columns
 from orchestra_ray.rollout.chat import SlotCard
 from orchestra_ray.tools.spec import ToolSpec, expert_tools, search_tool
 
@@ -70,14 +71,15 @@ def _read(path: str, columns: Dict[str, pa.DataType]) -> pa.Table:
             pa.types.is_string(typ) and pa.types.is_large_string(got)
         ):
             raise DataError(f"{path}: column '{name}' has type {got}, expected {typ}")
-    table = pq.read_table(path, columns=list(columns))
+    table = read_columns(path, list(columns))
     if table.num_rows == 0:
         raise DataError(f"{path}: no rows")
     return table
 
 
 def _check_keys(path: str, rows: List[dict], column: str) -> None:
-    """A key column (ids, arm names) with an empty value would be read as the id "None" or ""."""
+    """A key column (ids, arm names) with an empty value would be read as the id "None" or "";
+    a question without its text or its gold answer could only be guessed at or never judged."""
     for i, r in enumerate(rows):
         if r[column] is None or not str(r[column]).strip():
             raise DataError(f"{path}: column '{column}' is empty at row {i}")
@@ -86,7 +88,8 @@ def _check_keys(path: str, rows: List[dict], column: str) -> None:
 def load_questions(root: str) -> List[Question]:
     path = os.path.join(root, QUESTIONS_FILE)
     rows = _read(path, QUESTION_COLUMNS).to_pylist()
-    _check_keys(path, rows, "question_id")
+    for column in ("question_id", "problem", "answer"):
+        _check_keys(path, rows, column)
     seen: Dict[str, int] = {}
     for i, r in enumerate(rows):
         if seen.setdefault(r["question_id"], i) != i:
@@ -103,7 +106,13 @@ def load_responses(root: str, arms: Optional[Sequence[str]] = None) -> Dict[str,
         _check_keys(path, rows, column)
     out: Dict[str, Dict[str, RecordedResponse]] = {}
     wanted = set(arms) if arms is not None else None
+    first: Dict[Tuple[str, str], int] = {}
     for i, r in enumerate(rows):
+        key = (str(r["question_id"]), r["arm"])
+        j = first.setdefault(key, i)
+        if j != i and (rows[j]["response"], rows[j]["grading"]) != (r["response"], r["grading"]):
+            raise DataError(f"{path}: arm '{key[1][:64]}' has two different responses to question '{key[0][:64]}' "
+                            f"(rows {j} and {i}): which one replays is undefined")
         if r["grading"] is not None and r["grading"] not in GRADES:
             raise DataError(f"{path}: column 'grading' has '{str(r['grading'])[:32]}' at row {i}, "
                             f"expected one of {', '.join(GRADES)} or empty")

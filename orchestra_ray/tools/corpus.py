@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestra_ray.errors import DataError
+from orchestra_ray.parquet_input import read_columns
 
 FIELDS = ("id", "title", "text")
 PARQUET_SUFFIXES = (".parquet",)
@@ -84,7 +85,7 @@ def _parquet_documents(path: str) -> List[Document]:
         got = schema.field(name).type
         if not (pa.types.is_string(got) or pa.types.is_large_string(got) or pa.types.is_null(got)):
             raise DataError(f"corpus file {path}: column '{name}' has type {got}, expected string")
-    rows = pq.read_table(path, columns=list(FIELDS)).to_pylist()
+    rows = read_columns(path, list(FIELDS), "Parquet corpus file").to_pylist()
     docs = [_document(path, f"row {i}", r) for i, r in enumerate(rows)]
     _check_unique(path, docs, "row", list(range(len(docs))))
     return docs
