@@ -100,9 +100,9 @@ def _questions_table(**columns):
 
 
 def test_small_valid_file_loads(tmp_path):
-    _write_questions(tmp_path, _questions_table(answer=pa.array(["this", None], pa.string())))
+    _write_questions(tmp_path, _questions_table(answer=pa.array(["this", "them"], pa.string())))
     qs = load_questions(str(tmp_path))
-    assert qs == [Question("q1", "What?", "this"), Question("q2", "Who?", "")]
+    assert qs == [Question("q1", "What?", "this"), Question("q2", "Who?", "them")]  # a null answer: test_bad_input
 
 
 def test_large_string_columns_are_accepted(tmp_path):
