@@ -246,22 +246,24 @@ def test_killing_the_parent_or_its_group_does_not_reach_the_worker(pool, attack)
 
 
 # --------------------------------------------------------------------------------- workspaces
-def _workspace_holding(marker: str):
-    return glob.glob(os.path.join(tempfile.gettempdir(), "orchestra-sandbox-*", marker))
+def _on_host(marker: str):
+    return glob.glob(os.path.join(tempfile.gettempdir(), "**", marker), recursive=True)
 
 
 @pytest.mark.parametrize("ending", ["time.sleep(1.5)", "while True:\n    time.sleep(1)"])
-def test_the_workspace_is_removed_after_the_call_even_on_timeout(pool, ending):
+def test_the_workspace_is_memory_and_nothing_reaches_the_host_disk(pool, ending):
+    """The workspace is a size-limited tmpfs of the sandbox's own: while the call runs (and on a
+    time-out) nothing it writes is on the host's disk, so nothing is left to clean up."""
     marker = f"marker-{uuid.uuid4().hex}"
-    ref = pool.execute.remote(f"import time\nopen({marker!r}, 'w').write('x')\n{ending}")
-    # While the call runs, its workspace is a host directory holding the marker...
-    deadline = time.monotonic() + 10
-    while not _workspace_holding(marker) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _workspace_holding(marker)
-    ray.get(ref)
-    # ...and once answered, it is gone.
-    assert _workspace_holding(marker) == []
+    probe = ("import time\nopen(%r, 'w').write('x')\n"
+             "print([l.split()[4] for l in open('/proc/self/mountinfo') if ' - tmpfs ' in l and l.split()[4] == '/workspace'])\n"
+             "import sys; sys.stdout.flush()\n%s" % (marker, ending))
+    ref = pool.execute.remote(probe)
+    time.sleep(0.7)
+    assert _on_host(marker) == []
+    res = ray.get(ref)
+    assert "['/workspace']" in res.stdout, res.observation(2000)
+    assert _on_host(marker) == []
     assert_pool_still_answers(pool)
 
 

@@ -1,9 +1,11 @@
 """The bubblewrap command line of the code interpreter's sandbox.
 
 The program sees a read-only system (/usr, a few /etc files, the interpreter's own prefix), its
-workspace at /workspace, a private size-limited /tmp, its own /proc and /dev, no network and a
-minimal environment. Nothing of the host's home directories, its /tmp (Ray's session files), Ray's
-token or the worker's environment is mounted or passed.
+workspace at /workspace and a private /tmp (both memory of a fixed size, nothing on the host's
+disk), its own /proc and /dev, no network and a minimal environment. Nothing of the host's home
+directories, its /tmp (Ray's session files), Ray's token or the worker's environment is mounted or
+passed. A seccomp filter (orchestra_ray/tools/seccomp.py) keeps it from making namespaces or
+mounts of its own.
 
 RLIMIT_NPROC is counted per real uid, and real uid 0 is exempt from it. A user namespace made by
 root maps the sandbox's uid to real uid 0, so as root bubblewrap runs without one (with every
@@ -20,7 +22,7 @@ import os
 import subprocess
 import sys
 from functools import lru_cache
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 WORKSPACE = "/workspace"
 SANDBOX_UID_BASE = 1 << 30  # per-call uids (root only): base + (pid << 8 | counter), no real account's
@@ -57,8 +59,10 @@ def python_prefixes(python: str) -> Tuple[str, ...]:
     return tuple(keep)
 
 
-def bwrap_argv(bwrap: str, python: str, workspace: str, tmp_bytes: int, env: Dict[str, str], as_root: bool) -> List[str]:
-    """bubblewrap's arguments up to and including `--`; the command follows."""
+def bwrap_argv(bwrap: str, python: str, tmp_bytes: int, workspace_bytes: int, program_fd: int, program: str,
+               seccomp_fd: Optional[int], env: Dict[str, str], as_root: bool) -> List[str]:
+    """bubblewrap's arguments up to and including `--`; the command follows. The program's source
+    is copied from `program_fd` into the workspace as `program`; `seccomp_fd` holds the filter."""
     a = [bwrap]
     if as_root:
         a += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
@@ -76,7 +80,10 @@ def bwrap_argv(bwrap: str, python: str, workspace: str, tmp_bytes: int, env: Dic
     a += ["--perms", "0755", "--dir", "/etc"]
     for name in ETC_FILES:
         a += ["--ro-bind-try", "/etc/" + name, "/etc/" + name]
-    made = {"/etc"}
+    # /tmp before the interpreter's prefix: a virtual environment under the host's /tmp is bound
+    # on top of the private /tmp, not hidden by it.
+    a += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
+    made = {"/etc", "/tmp"}
     for d in python_prefixes(python):
         # Parents that bubblewrap creates by itself can come out 0700, closed to the program's uid.
         parts = d.strip("/").split("/")
@@ -86,8 +93,10 @@ def bwrap_argv(bwrap: str, python: str, workspace: str, tmp_bytes: int, env: Dic
                 a += ["--perms", "0755", "--dir", parent]
                 made.add(parent)
         a += ["--ro-bind", d, d]
-    a += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp",
-          "--bind", workspace, WORKSPACE, "--chdir", WORKSPACE, "--clearenv"]
+    a += ["--size", str(workspace_bytes), "--perms", "1777", "--tmpfs", WORKSPACE,
+          "--perms", "0644", "--file", str(program_fd), f"{WORKSPACE}/{program}", "--chdir", WORKSPACE, "--clearenv"]
     for k, v in env.items():
         a += ["--setenv", k, v]
+    if seccomp_fd is not None:
+        a += ["--seccomp", str(seccomp_fd)]
     return a + ["--"]

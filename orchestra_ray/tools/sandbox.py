@@ -1,7 +1,9 @@
 """The code interpreter's sandbox: one Python program per call, under bubblewrap, with resource limits.
 
-Each call gets a fresh workspace directory (removed afterwards, also after a timeout), the program
-written there, and an interpreter that sees only what orchestra_ray.tools.bwrap mounts. Limits are set by
+Each call gets a fresh workspace: under bubblewrap a memory file system of `workspace_mb` that
+ends with the sandbox (nothing is written to the host's disk), with mode "none" a directory removed
+afterwards, also after a timeout. The program is copied there and run by an interpreter that sees
+only what orchestra_ray.tools.bwrap mounts. Limits are set by
 a short prelude that runs inside the sandbox before the program: the process limit must be set for
 the uid the program runs as, and preexec_fn is unsafe in a threaded process such as a Ray worker.
 
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from orchestra_ray.tools.bwrap import WORKSPACE, bwrap_argv, sandbox_uid
+from orchestra_ray.tools.seccomp import namespace_filter
 from orchestra_ray.tools.settings import SandboxConfig
 
 PROGRAM = "main.py"
@@ -176,31 +179,53 @@ def run_code(code: str, cfg: SandboxConfig) -> CodeResult:
     if "\x00" in code:  # the interpreter refuses such source anyway; no sandbox needed to say so
         return failed(f"code contains a NUL character at position {code.index(chr(0))}")
     python = cfg.python or sys.executable
-    sandboxed = cfg.mode == "bwrap"
-    as_root = os.geteuid() == 0
-    bwrap = shutil.which(cfg.bwrap) if sandboxed else None
-    if sandboxed and bwrap is None:
-        raise SandboxUnavailable(_missing_bwrap(cfg))
+    source = code.encode("utf-8", errors="replace")
+    if cfg.mode == "bwrap":
+        bwrap = shutil.which(cfg.bwrap)
+        if bwrap is None:
+            raise SandboxUnavailable(_missing_bwrap(cfg))
+        as_root = os.geteuid() == 0
+        uid = sandbox_uid() if as_root else 0
+        fds = [_memory_file("main.py", source)]
+        rules = namespace_filter()
+        if rules is not None:
+            fds.append(_memory_file("seccomp", rules))
+        try:
+            env = _minimal_env(WORKSPACE, "/tmp")
+            # The private /tmp is memory: a few files of the largest size allowed.
+            prefix = bwrap_argv(bwrap, python, 4 * cfg.max_file_mb << 20, cfg.workspace_mb << 20, fds[0], PROGRAM,
+                                fds[1] if rules is not None else None, env, as_root)
+            return _run(prefix, python, f"{WORKSPACE}/{PROGRAM}", uid, None, env, cfg, t0, tuple(fds))
+        finally:
+            for fd in fds:
+                os.close(fd)
     workspace = tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{os.getpid()}-")
     try:
         with open(os.path.join(workspace, PROGRAM), "wb") as f:
-            f.write(code.encode("utf-8", errors="replace"))
-        uid = sandbox_uid() if sandboxed and as_root else 0
-        if uid:
-            # Owned by the call's uid; group root may only enter it, which bubblewrap's chdir needs.
-            os.chown(workspace, uid, 0)
-            os.chmod(workspace, 0o710)
-        if sandboxed:
-            env = _minimal_env(WORKSPACE, "/tmp")
-            # The private /tmp is memory: a few files of the largest size allowed.
-            prefix, cwd = bwrap_argv(bwrap, python, workspace, 4 * cfg.max_file_mb << 20, env, as_root), None
-            program = os.path.join(WORKSPACE, PROGRAM)
-        else:
-            prefix, cwd, env = [], workspace, _minimal_env(workspace, workspace)
-            program = os.path.join(workspace, PROGRAM)
-        return _run(prefix, python, program, uid, cwd, env, cfg, t0)
+            f.write(source)
+        return _run([], python, os.path.join(workspace, PROGRAM), 0, workspace, _minimal_env(workspace, workspace), cfg, t0)
     finally:
-        shutil.rmtree(workspace, ignore_errors=True)
+        remove_tree(workspace)
+
+
+def _memory_file(name: str, data: bytes) -> int:
+    """A file descriptor of `data` in memory, at offset 0 (bubblewrap reads it to the end)."""
+    fd = os.memfd_create(name, 0)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def remove_tree(path: str) -> None:
+    """Removes a workspace whatever the program made of it: trees too deep for shutil's recursion
+    and directories it closed to us go through `rm -rf` after a `chmod -R u+rwx`."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return
+    except (RecursionError, OSError):
+        subprocess.run(["chmod", "-R", "u+rwx", path], capture_output=True)
+        subprocess.run(["rm", "-rf", "--one-file-system", path], capture_output=True)
 
 
 def _alive(pid: int) -> bool:
@@ -224,20 +249,20 @@ def remove_stale_workspaces(root: Optional[str] = None) -> int:
             continue
         if _alive(int(pid)):
             continue  # its maker removes it itself
-        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        remove_tree(os.path.join(root, name))
         removed += 1
     return removed
 
 
 def _run(prefix: List[str], python: str, program: str, uid: int, cwd: Optional[str], env: Dict[str, str],
-         cfg: SandboxConfig, t0: float) -> CodeResult:
+         cfg: SandboxConfig, t0: float, extra_fds: Tuple[int, ...] = ()) -> CodeResult:
     ready_r, ready_w = os.pipe()
     limits = [cfg.cpu_seconds, cfg.memory_mb << 20, cfg.max_processes, cfg.max_file_mb << 20, cfg.max_open_files]
     argv = prefix + [python, "-I", "-S", "-c", _PRELUDE, str(ready_w), str(uid), *map(str, limits),
                      python, "-s", program]
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                cwd=cwd, env=env, pass_fds=(ready_w,), start_new_session=True)
+                                cwd=cwd, env=env, pass_fds=(ready_w, *extra_fds), start_new_session=True)
     except OSError as exc:
         os.close(ready_r)
         os.close(ready_w)
