@@ -64,13 +64,17 @@ def cmd_train(args) -> int:
 
     progress = Progress()
     check_plan(cfg, progress.note)  # a config that cannot fit stops here, before any actor starts
+    run_dir = None
     with PeakMemory() as mem:
         progress.note(connect(cfg, args.address))
         try:
+            _stop_on_signals()  # after ray.init, which installs handlers of its own
             check_placement(cfg)
             run_dir = args.resume or new_run_dir(cfg, config_name)
             progress.note(f"run directory: {os.path.abspath(run_dir)}")
             summary = train(cfg, zoo, run_dir, progress, resume=bool(args.resume), families=families)
+        except KeyboardInterrupt:  # ours, or one Ray re-raised as a plain KeyboardInterrupt
+            raise Stopped(_RECEIVED[-1] if _RECEIVED else "SIGINT", _kept(run_dir)) from None
         finally:
             ray.shutdown()
         summary["peak_memory_gb"] = mem.peak_gb
@@ -78,6 +82,46 @@ def cmd_train(args) -> int:
     scope = "driver only" if joined else "driver + local Ray"
     print(format_summary(summary, mem.peak_gb, scope, cluster_stopped=not joined), flush=True)
     return 0
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM during a run: it stops where it is, its actors are ended, and what it kept
+    is said in one line."""
+
+    def __init__(self, signal_name: str, kept: str = ""):
+        super().__init__(signal_name)
+        self.signal_name, self.kept = signal_name, kept
+
+
+_RECEIVED: List[str] = []  # the signals that stopped this process
+
+
+def _stop_on_signals() -> None:
+    """SIGINT and SIGTERM stop the run in the main thread (also when the shell started it with
+    SIGINT ignored); a second one ends the process at once."""
+    import signal
+
+    def handler(signum, frame):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_DFL)
+        _RECEIVED.append(signal.Signals(signum).name)
+        raise Stopped(_RECEIVED[-1])
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, handler)
+
+
+def _kept(run_dir: Optional[str]) -> str:
+    """What a stopped run leaves to resume from, in words."""
+    from orchestra_ray import checkpoint as ckpt
+
+    if run_dir is None:
+        return "nothing was written yet"
+    latest = ckpt.latest_checkpoint(run_dir)
+    warm = os.path.join(ckpt.checkpoints_dir(run_dir), "warm_start", "state.json")
+    if latest is None and not os.path.isfile(warm):
+        return f"no checkpoint yet in {run_dir}; start it again"
+    return f"last checkpoint: {latest or os.path.dirname(warm)}; continue with --resume {run_dir}"
 
 
 def _of_run(path: str, items: List[str]):
@@ -359,6 +403,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except LearnerLost as exc:
         print(f"orchestra-ray: error: {_cause(exc)}; continue with --resume RUN_DIR", file=sys.stderr)
         return 1
+    except Stopped as exc:
+        import signal
+
+        print(f"orchestra-ray: stopped by {exc.signal_name}; actors ended; {exc.kept or 'nothing was written yet'}",
+              file=sys.stderr)
+        return 128 + int(getattr(signal, exc.signal_name, signal.SIGINT))
     except KeyboardInterrupt:
         if args.command == "serve":
             print("orchestra-ray: stopped serving", file=sys.stderr)
