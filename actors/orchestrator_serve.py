@@ -26,7 +26,7 @@ from orchestra_ray.config import OrchestraConfig
 from orchestra_ray.rollout.chat import user_message
 from orchestra_ray.rollout.episode import EpisodeLimits, episode_limits, new_episodes, run_episodes
 from orchestra_ray.serving.api import (ApiSpec, OrchestrationRequest, RequestError, completion_body, orchestration_trace,
-                                     parse_request, stream_chunks)
+                                     parse_json, parse_request, stream_chunks)
 from orchestra_ray.families.task import FRAMES, Task
 from orchestra_ray.serving.config import ServingConfig
 from orchestra_ray.tools.spec import ToolSpec
@@ -42,6 +42,7 @@ class PolicySpec:
     device: str = "cpu"
     torch_threads: int = 1
     expert_timeout_s: float = 60.0
+    request_timeout_s: float = 120.0  # a batch's episodes stop starting turns by then
 
     @classmethod
     def from_config(cls, cfg: OrchestraConfig, serving: ServingConfig, policy_path: str,
@@ -50,7 +51,7 @@ class PolicySpec:
         max_turns) and the served toolset (system prompt, tools)."""
         system, tools = toolset
         return cls(policy_path, system, tuple(tools), episode_limits(cfg, serving.max_turns), cfg.policy.dtype,
-                   cfg.policy.device, serving.torch_threads, serving.expert_timeout_s)
+                   cfg.policy.device, serving.torch_threads, serving.expert_timeout_s, serving.request_timeout_s)
 
 
 def restricted_tools(tools: Sequence[ToolSpec], allowed: Sequence[str]) -> List[ToolSpec]:
@@ -97,6 +98,8 @@ class OrchestratorPolicy:
         return await asyncio.to_thread(self._run, reqs)
 
     def _run(self, reqs: List[OrchestrationRequest]) -> List[Tuple[Dict[str, Any], str]]:
+        # The ingress answers 504 at the request time-out; the work stops then too, not later.
+        deadline = time.monotonic() + self.spec.request_timeout_s
         client = ServingClient(self.tools, self.spec.expert_timeout_s)
         toolsets: Dict[str, List[ToolSpec]] = {}
         groups: Dict[Tuple[int, float], list] = {}
@@ -116,7 +119,7 @@ class OrchestratorPolicy:
         with self.lock:
             for (max_turns, temperature), eps in groups.items():
                 run_episodes(self.engine, self.chat, eps, toolsets, client, replace(self.spec.limits, max_turns=max_turns),
-                             temperature)
+                             temperature, deadline)
         return [(orchestration_trace(ep, req), ep.answer) for req, ep in zip(reqs, episodes)]
 
 
@@ -130,9 +133,25 @@ def _error(exc: RequestError) -> JSONResponse:
 @serve.deployment
 @serve.ingress(app)
 class OrchestratorIngress:
-    def __init__(self, policy, api: ApiSpec, request_timeout_s: float):
-        self.policy, self.api, self.timeout_s = policy, api, request_timeout_s
+    def __init__(self, policy, api: ApiSpec, request_timeout_s: float, max_body_bytes: int = 1 << 20):
+        self.policy, self.api, self.timeout_s, self.max_body = policy, api, request_timeout_s, max_body_bytes
         self.created = int(time.time())
+
+    async def _body(self, request: Request) -> bytes:
+        """The body, read no further than serving.max_body_bytes (413 past it, told by the header
+        or found while reading)."""
+        too_big = RequestError(f"the request body is larger than {self.max_body} bytes (serving.max_body_bytes)",
+                               None, 413, "request_too_large")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            raise too_big
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise too_big
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     @app.get("/healthz")
     async def healthz(self):
@@ -151,11 +170,7 @@ class OrchestratorIngress:
     async def chat_completions(self, request: Request):
         t0 = time.perf_counter()
         try:
-            try:
-                body = await request.json()
-            except ValueError:
-                raise RequestError("the request body is not valid JSON") from None
-            req = parse_request(body, self.api)
+            req = parse_request(parse_json(await self._body(request)), self.api)
         except RequestError as exc:
             return _error(exc)
         response = self.policy.run.remote(req)
@@ -192,4 +207,4 @@ def orchestrator_application(spec: PolicySpec, api: ApiSpec, experts: Dict[str, 
     return OrchestratorIngress.options(
         name="ingress", ray_actor_options={"num_cpus": scfg.ingress_num_cpus},
         max_ongoing_requests=max(1000, scfg.max_ongoing_requests),
-    ).bind(policy, api, scfg.request_timeout_s)
+    ).bind(policy, api, scfg.request_timeout_s, scfg.max_body_bytes)

@@ -86,7 +86,7 @@ def start_serving(checkpoint: str, cfg: OrchestraConfig, scfg: ServingConfig) ->
     spec = PolicySpec.from_config(cfg, scfg, os.path.join(checkpoint, "policy"), families.toolsets[FRAMES])
     questions = {q.question_id: (q.problem, q.answer) for q in load_questions(cfg.data.path)}
     api = ApiSpec(scfg.model_name, tuple(zoo.slots), tuple(t.name for t in spec.tools if t.name in BASIC_TOOLS), questions,
-                  scfg.default_profile, scfg.max_turns, scfg.temperature)
+                  scfg.default_profile, scfg.max_turns, scfg.temperature, scfg.max_question_chars)
 
     served = Served("", scfg.model_name, scfg.app_name, Workers(cfg, families, zoo.slots))
     try:

@@ -136,3 +136,17 @@ def test_live_expert_answer_is_judged_against_gold(setup, right):
     run_episodes(ScriptedEngine(chat, [[tool_call_text("answer", {"expert": "cheap"})]]), chat, eps,
                  expert_tools(list(SLOTS)), LocalExperts(live), EpisodeLimits(max_turns=1, max_new_tokens=64), 1.0)
     assert eps[0].answer_source == "cheap" and eps[0].outcome is right
+
+
+def test_past_its_deadline_no_new_turn_starts(setup):
+    """A served request that timed out stops its work: the loop starts no turn past the deadline."""
+    import time
+
+    chat, experts, task, _ = setup
+    call = tool_call_text("call_expert", {"expert": "cheap"})
+    eps = new_episodes(chat, "system", task, "user", 1)
+    client = LocalExperts(experts)
+    engine = ScriptedEngine(chat, [[call] * 5])
+    run_episodes(engine, chat, eps, expert_tools(list(SLOTS)), client, EpisodeLimits(max_turns=5, max_new_tokens=64),
+                 temperature=1.0, deadline=time.monotonic() - 1)
+    assert eps[0].finish_reason == "deadline" and eps[0].turns == 0 and engine.turn == 0 and client.calls == []

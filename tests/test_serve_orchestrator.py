@@ -136,6 +136,30 @@ def test_bad_json_and_unknown_model_then_the_server_keeps_serving(served, client
     assert isinstance(out.choices[0].message.content, str) and trace["preference"]["profile"] == "balanced"
 
 
+def _nested(depth):
+    value = "x"
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def test_oversized_or_deeply_nested_requests_get_4xx_before_any_work(served, client):
+    s, _, zoo = served
+    base = {"model": s.model_name, "messages": [{"role": "user", "content": zoo.heldout[0].problem}]}
+    status, out = post(served, b"[" * 200_000 + b"]" * 200_000)  # too deep for Python's JSON parser
+    assert status == 400 and "nests deeper" in out["error"]["message"], out
+    status, out = post(served, json.dumps({**base, "preference": _nested(60)}).encode())
+    assert status == 400 and out["error"]["param"] == "preference" and "nests deeper" in out["error"]["message"], out
+    status, out = post(served, json.dumps({**base, "padding": "x" * (2 << 20)}).encode())
+    assert status == 413 and out["error"]["code"] == "request_too_large", out
+    long_question = {**base, "messages": [{"role": "user", "content": "why? " * 10_000}]}
+    t0 = time.monotonic()
+    status, out = post(served, json.dumps(long_question).encode())
+    assert status == 400 and out["error"]["code"] == "question_too_long" and time.monotonic() - t0 < 5, out
+    out, trace = ask(client, served, zoo.heldout[2])  # and the server goes on serving
+    assert isinstance(out.choices[0].message.content, str)
+
+
 def test_budgets_end_the_episode_with_what_it_has_and_say_so(served, client):
     _, _, zoo = served
     q = zoo.heldout[2]

@@ -10,6 +10,7 @@ itself knows nothing of Ray; answers are judged by the task's family (`TaskFamil
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -135,14 +136,20 @@ def run_episodes(
     experts: ToolClient,
     limits: EpisodeLimits,
     temperature: float,
+    deadline: Optional[float] = None,
 ) -> List[Episode]:
     """Run all episodes to the end, batching the live ones into one generate call per turn. `tools`
     is one tool list for all, or a list per toolset (`Task.toolset`); `experts` serves the experts
-    and the basic tools."""
+    and the basic tools. Past `deadline` (time.monotonic()) no new turn starts: the live episodes
+    end there (finish reason "deadline"), as a request that timed out must stop its work."""
     router = ToolRouter(experts, experts, limits.max_response_chars, limits.domain_call_latency_s)
     for turn in range(limits.max_turns):
         live = [e for e in episodes if not e.done]
         if not live:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            for ep in live:
+                ep.done, ep.finish_reason = True, "deadline"
             break
         gens = engine.generate(
             [e.token_ids for e in live],

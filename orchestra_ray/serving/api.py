@@ -14,6 +14,7 @@ Extra request fields (the `openai` client sends them with `extra_body`):
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 import uuid
@@ -53,6 +54,7 @@ class ApiSpec:
     default_profile: str
     max_turns: int
     temperature: float
+    max_question_chars: int = 16_000
 
     @property
     def tools(self) -> Tuple[str, ...]:
@@ -146,16 +148,46 @@ def _tool_list(body: Dict[str, Any], key: str, known: Sequence[str]) -> Optional
     return value
 
 
+MAX_DEPTH = 32  # of a request's JSON: an OpenAI request nests 5 levels; deeper is not a request
+
+
+def check_depth(body: Any) -> None:
+    """RequestError naming where `body` nests deeper than MAX_DEPTH (walked without recursion)."""
+    stack = [(body, 1, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > MAX_DEPTH:
+            raise RequestError(f"the request nests deeper than {MAX_DEPTH} levels at '{path[:80]}'", path.split("[")[0].split(".")[0] or None)
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1, f"{path}.{k}" if path else str(k)) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1, f"{path}[{i}]") for i, v in enumerate(node))
+
+
+def parse_json(raw: bytes) -> Any:
+    """The body as JSON; RequestError for text that is not JSON or nests too deep to parse."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise RequestError(f"the request nests deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError):
+        raise RequestError("the request body is not valid JSON") from None
+
+
 def parse_request(body: Any, spec: ApiSpec) -> OrchestrationRequest:
     """The checked request; RequestError names the first field that is wrong."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
+    check_depth(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise RequestError("'model' is required and must be a string", "model")
     if model != spec.model_name:
         raise RequestError(f"the model '{model[:64]}' does not exist; this server serves '{spec.model_name}'", "model", 404, "model_not_found")
     question = _question(body)
+    if len(question) > spec.max_question_chars:
+        raise RequestError(f"the question has {len(question)} characters; this server takes at most "
+                           f"{spec.max_question_chars} (serving.max_question_chars)", "messages", 400, "question_too_long")
     if body.get("n", 1) != 1:
         raise RequestError("only n=1 is supported", "n")
     stream = body.get("stream", False)

@@ -38,7 +38,9 @@ class ServingConfig:
     default_profile: str = "balanced"
     max_turns: Optional[int] = None  # default and upper bound of a request's max_turns: rollout.max_turns
     temperature: float = 0.0  # inference mode: greedy unless a request asks otherwise
-    request_timeout_s: float = 120.0  # a request is answered (504) by then, whatever its experts do
+    request_timeout_s: float = 120.0  # a request is answered (504) by then, and its episode stopped
+    max_body_bytes: int = 1 << 20  # a larger request body is refused (413) before it is read whole
+    max_question_chars: int = 16_000  # a longer question is refused (400) before any work
     expert_timeout_s: float = 60.0  # an expert that has not answered by then is skipped for that call
 
 
@@ -87,6 +89,8 @@ def load_serving_config(overrides: List[str], run_max_turns: int) -> ServingConf
     _require(s.torch_threads >= 1, "torch_threads", "must be at least 1")
     _require(s.max_turns >= 1, "max_turns", "must be at least 1")
     _require(0 <= s.temperature <= 2, "temperature", "must be in [0, 2]")
+    _require(s.max_body_bytes >= 1024, "max_body_bytes", "must be at least 1024")
+    _require(s.max_question_chars >= 1, "max_question_chars", "must be at least 1")
     for key in ("request_timeout_s", "expert_timeout_s"):
         value = getattr(s, key)
         _require(math.isfinite(value) and value > 0, key, "must be a positive number of seconds")
