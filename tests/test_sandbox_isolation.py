@@ -115,3 +115,19 @@ def test_the_filter_is_a_program_bubblewrap_reads():
         prog = namespace_filter(machine)
         assert prog and len(prog) % 8 == 0 and NAMESPACE_FLAGS & 0x10000000
     assert namespace_filter("sparc") is None
+
+
+@pytest.mark.skipif(not __import__("orchestra_ray.tools.cgroup", fromlist=["available"]).available(),
+                    reason="this process has no writable memory cgroup: calls are bounded per process only")
+def test_the_memory_limit_holds_for_all_of_a_calls_processes_together():
+    # Four processes of 600 MB each fit the per-process limit (1 GB) but not the call's (1 GB in all).
+    code = ("import os, time\npids = []\nfor i in range(4):\n    pid = os.fork()\n    if pid == 0:\n"
+            "        b = bytearray(600 << 20)\n        for j in range(0, len(b), 4096): b[j] = 1\n"
+            "        time.sleep(1.5); os._exit(0)\n    pids.append(pid)\n"
+            "print(sum(os.waitpid(p, 0)[1] == 9 for p in pids))")
+    res = run(code, memory_mb=1024, call_memory_mb=1024)
+    assert res.ok and int(res.stdout) >= 3, res.observation(2000)  # at most one of them fits
+    alone = run(code.replace("range(4)", "range(1)"), memory_mb=1024, call_memory_mb=1024)
+    assert alone.ok and alone.stdout.strip() == "0", "one process within the limit is not touched"
+    dead = run("b = bytearray(900 << 20)\nfor j in range(0, len(b), 4096): b[j] = 1", memory_mb=1024, call_memory_mb=512)
+    assert not dead.ok and "call_memory_mb" in dead.error, dead.error

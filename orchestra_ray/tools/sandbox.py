@@ -14,8 +14,8 @@ only a sandbox that cannot start at all raises SandboxUnavailable.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
+import select
 import selectors
 import shutil
 import signal
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from orchestra_ray.tools.bwrap import WORKSPACE, bwrap_argv, sandbox_uid
+from orchestra_ray.tools.cgroup import CallCgroup, process_tree
 from orchestra_ray.tools.seccomp import namespace_filter
 from orchestra_ray.tools.settings import SandboxConfig
 
@@ -34,17 +35,18 @@ PROGRAM = "main.py"
 WORKSPACE_PREFIX = "orchestra-sandbox-"  # then the pid of the process that made it
 OUTPUT_CAP_BYTES = 1 << 20  # per stream; a program past it is killed rather than buffered
 
-# Runs inside the sandbox: argv = ready_fd uid cpu_s as_bytes nproc fsize_bytes nofile python args...
-# It sets the limits, drops to the call's uid (uid 0 = keep), signals that the sandbox started, and
-# closes every inherited descriptor so the program holds only stdin, stdout and stderr.
+# Runs inside the sandbox: argv = ready_fd go_fd uid cpu_s as_bytes nproc fsize_bytes nofile python args...
+# It sets the limits, drops to the call's uid (uid 0 = keep), signals that the sandbox started, waits
+# until the caller has put the call's processes into its memory cgroup, and closes every inherited
+# descriptor so the program holds only stdin, stdout and stderr.
 _PRELUDE = (
     "import os,resource as r,sys\n"
-    "a=sys.argv;w,u,c,m,p,f,n=(int(x) for x in a[1:8])\n"
+    "a=sys.argv;w,g,u,c,m,p,f,n=(int(x) for x in a[1:9])\n"
     "for k,s,h in((r.RLIMIT_CPU,c,c+1),(r.RLIMIT_AS,m,m),(r.RLIMIT_NPROC,p,p),(r.RLIMIT_FSIZE,f,f),"
     "(r.RLIMIT_NOFILE,n,n),(r.RLIMIT_CORE,0,0)):r.setrlimit(k,(s,h))\n"
     "if u:os.setgroups([]);os.setresgid(u,u,u);os.setresuid(u,u,u)\n"
-    "os.write(w,b'1');os.closerange(3,65536)\n"
-    "os.execv(a[8],a[8:])\n"
+    "os.write(w,b'1');os.read(g,1);os.closerange(3,65536)\n"
+    "os.execv(a[9],a[9:])\n"
 )
 
 
@@ -257,30 +259,56 @@ def remove_stale_workspaces(root: Optional[str] = None) -> int:
 def _run(prefix: List[str], python: str, program: str, uid: int, cwd: Optional[str], env: Dict[str, str],
          cfg: SandboxConfig, t0: float, extra_fds: Tuple[int, ...] = ()) -> CodeResult:
     ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
     limits = [cfg.cpu_seconds, cfg.memory_mb << 20, cfg.max_processes, cfg.max_file_mb << 20, cfg.max_open_files]
-    argv = prefix + [python, "-I", "-S", "-c", _PRELUDE, str(ready_w), str(uid), *map(str, limits),
+    argv = prefix + [python, "-I", "-S", "-c", _PRELUDE, str(ready_w), str(go_r), str(uid), *map(str, limits),
                      python, "-s", program]
+    group = CallCgroup.create(cfg.call_memory_mb << 20)
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                cwd=cwd, env=env, pass_fds=(ready_w, *extra_fds), start_new_session=True)
-    except OSError as exc:
-        os.close(ready_r)
-        os.close(ready_w)
-        if prefix:
-            raise SandboxUnavailable(f"bubblewrap could not be started: {exc}") from None
-        return failed(f"the interpreter could not be started: {exc}", time.monotonic() - t0)
-    os.close(ready_w)
-    try:
-        out, err, stop, truncated = _collect(proc, cfg, t0)
-    finally:
-        _kill_group(proc)
-        proc.wait()
-        fcntl.fcntl(ready_r, fcntl.F_SETFL, os.O_NONBLOCK)
         try:
-            started = os.read(ready_r, 1) == b"1"
-        except BlockingIOError:
-            started = False
-        os.close(ready_r)
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    cwd=cwd, env=env, pass_fds=(ready_w, go_r, *extra_fds), start_new_session=True)
+        except OSError as exc:
+            for fd in (ready_r, ready_w, go_r, go_w):
+                os.close(fd)
+            if prefix:
+                raise SandboxUnavailable(f"bubblewrap could not be started: {exc}") from None
+            return failed(f"the interpreter could not be started: {exc}", time.monotonic() - t0)
+        os.close(ready_w)
+        os.close(go_r)
+        try:
+            started = _await_start(proc, ready_r, t0 + cfg.timeout_s)
+            if started and group is not None:
+                group.add(process_tree(proc.pid))  # before the program runs: its children inherit it
+            with contextlib.suppress(OSError):
+                os.write(go_w, b"1")
+        finally:
+            os.close(go_w)
+            os.close(ready_r)
+        try:
+            out, err, stop, truncated = _collect(proc, cfg, t0)
+        finally:
+            _kill_group(proc)
+            proc.wait()
+        out_of_memory = group is not None and group.oom_killed()
+    finally:
+        if group is not None:
+            group.remove()
+    return _result(proc, prefix, cfg, t0, out, err, stop, truncated, started, out_of_memory)
+
+
+def _await_start(proc: subprocess.Popen, ready_r: int, deadline: float) -> bool:
+    """Whether the prelude reports the sandbox started (False: it ended first, or the deadline passed)."""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([ready_r], [], [], min(0.05, max(0.0, deadline - time.monotonic())))
+        if ready:
+            return os.read(ready_r, 1) == b"1"
+        if proc.poll() is not None:
+            return False
+    return False
+
+
+def _result(proc, prefix, cfg, t0, out, err, stop, truncated, started, out_of_memory) -> CodeResult:
     wall = time.monotonic() - t0
     if not started and not stop:
         line = (_decode(err).strip().splitlines() or [f"exit status {proc.returncode}"])[0][:300]
@@ -297,7 +325,11 @@ def _run(prefix: List[str], python: str, program: str, uid: int, cwd: Optional[s
     if stop:
         return CodeResult(False, stdout, stderr, None, stop, wall, cut)
     ok = code == 0
-    return CodeResult(ok, stdout, stderr, code, "" if ok else _exit_error(code, cfg), wall, cut)
+    error = "" if ok else _exit_error(code, cfg)
+    if out_of_memory:
+        error = f"killed: the call's processes together passed its memory limit of {cfg.call_memory_mb} MB " \
+                f"(tools.sandbox.call_memory_mb)" if not ok else error
+    return CodeResult(ok, stdout, stderr, code, error, wall, cut)
 
 
 def _collect(proc: subprocess.Popen, cfg: SandboxConfig, t0: float) -> Tuple[bytes, bytes, str, bool]:

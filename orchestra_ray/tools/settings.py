@@ -21,6 +21,9 @@ class SandboxConfig:
     mode: str = "bwrap"
     cpu_seconds: int = 10  # CPU time per process
     memory_mb: int = 1024  # address space per process
+    # All of a call's processes together, with its /workspace and /tmp: a memory cgroup per call,
+    # where this process's cgroup is writable (orchestra_ray/tools/cgroup.py); else per process only.
+    call_memory_mb: int = 2048
     max_processes: int = 64  # processes and threads of one call
     max_file_mb: int = 16  # size of any one file written
     workspace_mb: int = 64  # /workspace, memory that ends with the call (bwrap); /tmp is 4 x max_file_mb
@@ -61,7 +64,7 @@ def validate_sandbox_config(sandbox: Any, pool: Any) -> None:
     s, p = "tools.sandbox", "tools.code_pool"
     if sandbox.mode not in MODES:
         raise ValueError(f"{s}.mode must be 'bwrap' or 'none', got {str(sandbox.mode)[:64]!r}")
-    minimums = (("cpu_seconds", 1), ("memory_mb", 64), ("max_processes", 1), ("max_file_mb", 1), ("workspace_mb", 1),
+    minimums = (("cpu_seconds", 1), ("memory_mb", 64), ("max_processes", 1), ("max_file_mb", 1), ("workspace_mb", 1), ("call_memory_mb", 64),
                 ("max_open_files", 16), ("max_output_chars", 1), ("max_code_chars", 1))
     for key, low in minimums:
         v = getattr(sandbox, key)

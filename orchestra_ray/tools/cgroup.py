@@ -1,0 +1,143 @@
+"""A memory cgroup per sandboxed call: one limit for all of the call's processes together (and the
+memory of its /workspace and /tmp), where RLIMIT_AS only bounds each process.
+
+It is made under this process's own memory cgroup, where that is writable: cgroup v1's memory
+controller, or a cgroup v2 tree that delegates the memory controller to it. Where neither is (an
+unprivileged process, most containers), calls run with the per-process limits alone, and
+`available()` says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from functools import lru_cache
+from typing import List, Optional, Tuple
+
+V1_ROOT = "/sys/fs/cgroup/memory"
+V2_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified")
+_names = itertools.count()
+
+
+def _own_paths() -> Tuple[Optional[str], Optional[str]]:
+    """(v1 memory path, v2 path) of this process, from /proc/self/cgroup."""
+    v1 = v2 = None
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if "memory" in controllers.split(","):
+                    v1 = path
+                elif controllers == "":
+                    v2 = path
+    except OSError:
+        pass
+    return v1, v2
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+@lru_cache(maxsize=1)
+def _base() -> Tuple[Optional[str], int]:
+    """(directory under which call cgroups are made, cgroup version), or (None, 0)."""
+    v1, v2 = _own_paths()
+    candidates = []
+    if v1 is not None and os.path.isdir(V1_ROOT):
+        candidates.append((os.path.join(V1_ROOT, v1.lstrip("/")), 1))
+    if v2 is not None:
+        for root in V2_ROOTS:
+            here = os.path.join(root, v2.lstrip("/"))
+            try:
+                with open(os.path.join(here, "cgroup.subtree_control")) as f:
+                    if "memory" in f.read().split():
+                        candidates.append((here, 2))
+            except OSError:
+                continue
+    for base, version in candidates:
+        probe = os.path.join(base, f"orchestra-probe-{os.getpid()}")
+        try:
+            os.mkdir(probe)
+            os.rmdir(probe)
+            return base, version
+        except OSError:
+            continue
+    return None, 0
+
+
+def available() -> bool:
+    return _base()[0] is not None
+
+
+class CallCgroup:
+    def __init__(self, path: str, version: int):
+        self.path, self.version = path, version
+
+    @classmethod
+    def create(cls, limit_bytes: int) -> Optional["CallCgroup"]:
+        base, version = _base()
+        if base is None:
+            return None
+        path = os.path.join(base, f"orchestra-sandbox-{os.getpid()}-{next(_names)}")
+        try:
+            os.mkdir(path)
+            if version == 1:
+                _write(os.path.join(path, "memory.limit_in_bytes"), str(limit_bytes))
+                swap = os.path.join(path, "memory.memsw.limit_in_bytes")
+                if os.path.exists(swap):
+                    _write(swap, str(limit_bytes))  # memory + swap: no way around the limit through swap
+            else:
+                _write(os.path.join(path, "memory.max"), str(limit_bytes))
+                if os.path.exists(os.path.join(path, "memory.swap.max")):
+                    _write(os.path.join(path, "memory.swap.max"), "0")
+        except OSError:
+            _rmdir(path)
+            return None
+        return cls(path, version)
+
+    def add(self, pids: List[int]) -> None:
+        for pid in pids:
+            try:
+                _write(os.path.join(self.path, "cgroup.procs"), str(pid))
+            except (ProcessLookupError, OSError):
+                continue  # it ended meanwhile
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel killed a process of the call for the cgroup's limit."""
+        name = "memory.oom_control" if self.version == 1 else "memory.events"
+        try:
+            with open(os.path.join(self.path, name)) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill" and int(value) > 0:
+                        return True
+        except (OSError, ValueError):
+            pass
+        return False
+
+    def remove(self) -> None:
+        _rmdir(self.path)
+
+
+def _rmdir(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def process_tree(pid: int) -> List[int]:
+    """`pid` and its descendants, from /proc (children of every thread)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return out
