@@ -9,8 +9,11 @@ unprivileged process, most containers), calls run with the per-process limits al
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import signal
+import time
 from functools import lru_cache
 from typing import List, Optional, Tuple
 
@@ -61,6 +64,7 @@ def _base() -> Tuple[Optional[str], int]:
         try:
             os.mkdir(probe)
             os.rmdir(probe)
+            remove_stale(base)
             return base, version
         except OSError:
             continue
@@ -97,6 +101,11 @@ class CallCgroup:
             return None
         return cls(path, version)
 
+    @property
+    def procs(self) -> str:
+        """The file a process writes its pid into to join."""
+        return os.path.join(self.path, "cgroup.procs")
+
     def add(self, pids: List[int]) -> None:
         for pid in pids:
             try:
@@ -117,8 +126,24 @@ class CallCgroup:
             pass
         return False
 
-    def remove(self) -> None:
-        _rmdir(self.path)
+    def remove(self, timeout_s: float = 2.0) -> bool:
+        """Kills whatever of the call is still in the cgroup (a daemon it left behind) and removes
+        it once empty; False if it could not be emptied in time."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with open(self.procs) as f:
+                    for pid in f.read().split():
+                        with contextlib.suppress(OSError):
+                            os.kill(int(pid), signal.SIGKILL)
+                os.rmdir(self.path)
+                return True
+            except FileNotFoundError:
+                return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.002)
 
 
 def _rmdir(path: str) -> None:
@@ -126,6 +151,28 @@ def _rmdir(path: str) -> None:
         os.rmdir(path)
     except OSError:
         pass
+
+
+_pending: List["CallCgroup"] = []  # removed after their call answered, off its critical path
+
+
+def release(group: "CallCgroup") -> None:
+    """Kills what is left of the call and removes its cgroup once the kernel has let go of it (that
+    can take a few milliseconds after the last process exited): now if it can, else at a later call."""
+    _pending.append(group)
+    for g in list(_pending):
+        if g.remove(timeout_s=0.0):
+            _pending.remove(g)
+
+
+def remove_stale(base: str) -> int:
+    """Removes the call cgroups of processes that died during a call; returns how many."""
+    removed = 0
+    for name in os.listdir(base):
+        pid = name[len("orchestra-sandbox-"):].split("-", 1)[0] if name.startswith("orchestra-sandbox-") else ""
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            removed += CallCgroup(os.path.join(base, name), 0).remove(timeout_s=0.5)
+    return removed
 
 
 def process_tree(pid: int) -> List[int]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from orchestra_ray.tools.bwrap import WORKSPACE, bwrap_argv, sandbox_uid
-from orchestra_ray.tools.cgroup import CallCgroup, process_tree
+from orchestra_ray.tools.cgroup import CallCgroup, process_tree, release
 from orchestra_ray.tools.seccomp import namespace_filter
 from orchestra_ray.tools.settings import SandboxConfig
 
@@ -35,19 +35,11 @@ PROGRAM = "main.py"
 WORKSPACE_PREFIX = "orchestra-sandbox-"  # then the pid of the process that made it
 OUTPUT_CAP_BYTES = 1 << 20  # per stream; a program past it is killed rather than buffered
 
-# Runs inside the sandbox: argv = ready_fd go_fd uid cpu_s as_bytes nproc fsize_bytes nofile python args...
-# It sets the limits, drops to the call's uid (uid 0 = keep), signals that the sandbox started, waits
-# until the caller has put the call's processes into its memory cgroup, and closes every inherited
-# descriptor so the program holds only stdin, stdout and stderr.
-_PRELUDE = (
-    "import os,resource as r,sys\n"
-    "a=sys.argv;w,g,u,c,m,p,f,n=(int(x) for x in a[1:9])\n"
-    "for k,s,h in((r.RLIMIT_CPU,c,c+1),(r.RLIMIT_AS,m,m),(r.RLIMIT_NPROC,p,p),(r.RLIMIT_FSIZE,f,f),"
-    "(r.RLIMIT_NOFILE,n,n),(r.RLIMIT_CORE,0,0)):r.setrlimit(k,(s,h))\n"
-    "if u:os.setgroups([]);os.setresgid(u,u,u);os.setresuid(u,u,u)\n"
-    "os.write(w,b'1');os.read(g,1);os.closerange(3,65536)\n"
-    "os.execv(a[9],a[9:])\n"
-)
+# Inside the sandbox the program is started by exec alone, no interpreter in between: prlimit sets
+# the per-process limits and, as root, setpriv drops to the call's own uid. bubblewrap closes the
+# descriptors it was handed, so the program holds only stdin, stdout and stderr.
+# Without bubblewrap (mode none) a shell joins the call's memory cgroup, then becomes the command.
+_JOIN_AND_EXEC = 'echo $$ > "$0" && exec "$@"'
 
 
 class SandboxUnavailable(RuntimeError):
@@ -258,51 +250,62 @@ def remove_stale_workspaces(root: Optional[str] = None) -> int:
 
 def _run(prefix: List[str], python: str, program: str, uid: int, cwd: Optional[str], env: Dict[str, str],
          cfg: SandboxConfig, t0: float, extra_fds: Tuple[int, ...] = ()) -> CodeResult:
-    ready_r, ready_w = os.pipe()
-    go_r, go_w = os.pipe()
-    limits = [cfg.cpu_seconds, cfg.memory_mb << 20, cfg.max_processes, cfg.max_file_mb << 20, cfg.max_open_files]
-    argv = prefix + [python, "-I", "-S", "-c", _PRELUDE, str(ready_w), str(go_r), str(uid), *map(str, limits),
-                     python, "-s", program]
+    limits = ["prlimit", f"--cpu={cfg.cpu_seconds}:{cfg.cpu_seconds + 1}", f"--as={cfg.memory_mb << 20}",
+              f"--nproc={cfg.max_processes}", f"--fsize={cfg.max_file_mb << 20}", f"--nofile={cfg.max_open_files}",
+              "--core=0", "--"]
+    drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"] if uid else []
+    command = limits + drop + [python, "-s", program]
     group = CallCgroup.create(cfg.call_memory_mb << 20)
+    info_r, info_w = os.pipe()  # bubblewrap writes its child's pid here once the sandbox exists
+    block_r, block_w = os.pipe()  # ... and waits on this before it runs the command
+    ours = (info_r, info_w, block_r, block_w)
+    if prefix:
+        # The call joins its cgroup once the sandbox exists (its set-up is kernel work better done
+        # outside a memory cgroup) and before the command runs.
+        argv = prefix[:-1] + ["--info-fd", str(info_w), "--block-fd", str(block_r), "--"] + command
+        passed = (info_w, block_r, *extra_fds)
+    else:
+        argv = (["/bin/sh", "-c", _JOIN_AND_EXEC, group.procs] if group is not None else []) + command
+        passed = ()
     try:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    cwd=cwd, env=env, pass_fds=(ready_w, go_r, *extra_fds), start_new_session=True)
+                                    cwd=cwd, env=env, pass_fds=passed, start_new_session=True)
         except OSError as exc:
-            for fd in (ready_r, ready_w, go_r, go_w):
+            for fd in ours:
                 os.close(fd)
             if prefix:
                 raise SandboxUnavailable(f"bubblewrap could not be started: {exc}") from None
             return failed(f"the interpreter could not be started: {exc}", time.monotonic() - t0)
-        os.close(ready_w)
-        os.close(go_r)
+        os.close(info_w)
+        os.close(block_r)
         try:
-            started = _await_start(proc, ready_r, t0 + cfg.timeout_s)
-            if started and group is not None:
-                group.add(process_tree(proc.pid))  # before the program runs: its children inherit it
+            started = not prefix or _sandbox_exists(proc, info_r, t0 + cfg.timeout_s)
+            if started and prefix and group is not None:
+                group.add(process_tree(proc.pid))
             with contextlib.suppress(OSError):
-                os.write(go_w, b"1")
+                os.write(block_w, b"1")
         finally:
-            os.close(go_w)
-            os.close(ready_r)
+            os.close(block_w)
         try:
             out, err, stop, truncated = _collect(proc, cfg, t0)
         finally:
             _kill_group(proc)
             proc.wait()
+            os.close(info_r)  # open until bubblewrap is gone: a write to a closed pipe would kill it
         out_of_memory = group is not None and group.oom_killed()
     finally:
         if group is not None:
-            group.remove()
+            release(group)
     return _result(proc, prefix, cfg, t0, out, err, stop, truncated, started, out_of_memory)
 
 
-def _await_start(proc: subprocess.Popen, ready_r: int, deadline: float) -> bool:
-    """Whether the prelude reports the sandbox started (False: it ended first, or the deadline passed)."""
+def _sandbox_exists(proc: subprocess.Popen, info_r: int, deadline: float) -> bool:
+    """Whether bubblewrap reports its sandbox made (False: it ended first, or the deadline passed)."""
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([ready_r], [], [], min(0.05, max(0.0, deadline - time.monotonic())))
+        ready, _, _ = select.select([info_r], [], [], min(0.05, max(0.0, deadline - time.monotonic())))
         if ready:
-            return os.read(ready_r, 1) == b"1"
+            return bool(os.read(info_r, 4096))
         if proc.poll() is not None:
             return False
     return False
