@@ -57,6 +57,7 @@ def cmd_train(args) -> int:
     from pipelines.cluster import check_placement, connect
     from pipelines.memory import PeakMemory
     from pipelines.plan import check_plan
+    from pipelines.stopping import RECEIVED, Stopped, kept, stop_on_signals
     from pipelines.progress import Progress, format_summary
     from pipelines.train import new_run_dir, train
 
@@ -68,13 +69,13 @@ def cmd_train(args) -> int:
     with PeakMemory() as mem:
         progress.note(connect(cfg, args.address))
         try:
-            _stop_on_signals()  # after ray.init, which installs handlers of its own
+            stop_on_signals()  # after ray.init, which installs handlers of its own
             check_placement(cfg)
             run_dir = args.resume or new_run_dir(cfg, config_name)
             progress.note(f"run directory: {os.path.abspath(run_dir)}")
             summary = train(cfg, zoo, run_dir, progress, resume=bool(args.resume), families=families)
         except KeyboardInterrupt:  # ours, or one Ray re-raised as a plain KeyboardInterrupt
-            raise Stopped(_RECEIVED[-1] if _RECEIVED else "SIGINT", _kept(run_dir)) from None
+            raise Stopped(RECEIVED[-1] if RECEIVED else "SIGINT", kept(run_dir)) from None
         finally:
             ray.shutdown()
         summary["peak_memory_gb"] = mem.peak_gb
@@ -82,46 +83,6 @@ def cmd_train(args) -> int:
     scope = "driver only" if joined else "driver + local Ray"
     print(format_summary(summary, mem.peak_gb, scope, cluster_stopped=not joined), flush=True)
     return 0
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGINT or SIGTERM during a run: it stops where it is, its actors are ended, and what it kept
-    is said in one line."""
-
-    def __init__(self, signal_name: str, kept: str = ""):
-        super().__init__(signal_name)
-        self.signal_name, self.kept = signal_name, kept
-
-
-_RECEIVED: List[str] = []  # the signals that stopped this process
-
-
-def _stop_on_signals() -> None:
-    """SIGINT and SIGTERM stop the run in the main thread (also when the shell started it with
-    SIGINT ignored); a second one ends the process at once."""
-    import signal
-
-    def handler(signum, frame):
-        for s in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(s, signal.SIG_DFL)
-        _RECEIVED.append(signal.Signals(signum).name)
-        raise Stopped(_RECEIVED[-1])
-
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, handler)
-
-
-def _kept(run_dir: Optional[str]) -> str:
-    """What a stopped run leaves to resume from, in words."""
-    from orchestra_ray import checkpoint as ckpt
-
-    if run_dir is None:
-        return "nothing was written yet"
-    latest = ckpt.latest_checkpoint(run_dir)
-    warm = os.path.join(ckpt.checkpoints_dir(run_dir), "warm_start", "state.json")
-    if latest is None and not os.path.isfile(warm):
-        return f"no checkpoint yet in {run_dir}; start it again"
-    return f"last checkpoint: {latest or os.path.dirname(warm)}; continue with --resume {run_dir}"
 
 
 def _of_run(path: str, items: List[str]):
@@ -390,6 +351,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from orchestra_ray.errors import ConfigError
     from orchestra_ray.rollout.failures import StepFailed
     from orchestra_ray.errors import DataError, LearnerLost
+    from pipelines.stopping import Stopped
     from pipelines.submit import JobError
 
     try:
