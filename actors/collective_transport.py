@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import socket
 import threading
 import time
 from datetime import timedelta
@@ -39,16 +38,19 @@ TRANSPORT = "transport"  # the concurrency group of the methods below
 CONCURRENCY_GROUPS = {TRANSPORT: 1}
 
 
-def _group(host: str, port: int, rank: int, world: int, timeout_s: float):
+def _group(host: str, port: int, rank: int, world: int, timeout_s: float, store=None):
+    """This process as `rank` of a gloo group of its own (rank 0 passes the TCP store it listens on)."""
     import torch.distributed as dist
 
-    timeout = timedelta(seconds=timeout_s)
-    store = dist.TCPStore(host, port, world, rank == 0, timeout=timeout, wait_for_workers=False)
+    timeout = timedelta(seconds=max(1.0, timeout_s))
+    if store is None:
+        store = dist.TCPStore(host, port, world, False, timeout=timeout)
     return dist.ProcessGroupGloo(store, rank, world, timeout), store
 
 
-def _broadcast(group, data: np.ndarray, bucket_bytes: int) -> None:
-    """`data` (uint8) from rank 0 to every rank, in buckets; all buckets in flight at once."""
+def _broadcast(group, data: np.ndarray, bucket_bytes: int, deadline: float) -> None:
+    """`data` (uint8) from rank 0 to every rank, in buckets; all buckets in flight at once; fails
+    once `deadline` (time.monotonic()) has passed."""
     import torch
     import torch.distributed as dist
 
@@ -59,13 +61,11 @@ def _broadcast(group, data: np.ndarray, bucket_bytes: int) -> None:
         opts.rootRank = 0
         works.append(group.broadcast([flat[off : off + bucket_bytes]], opts))
     for w in works:
-        w.wait()
+        w.wait(timedelta(seconds=max(0.001, deadline - time.monotonic())))
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 class CollectiveSender:
@@ -78,34 +78,43 @@ class CollectiveSender:
 
     def send(self, packed: Dict, version: int) -> bool:
         """True when every member of the current epoch has `version` staged; False (logged) when
-        there are no members or the broadcast failed, and the caller publishes through the object store."""
+        there are no members or the broadcast failed, and the caller publishes through the object
+        store. Forming the group and broadcasting share one deadline, `weights.timeout_s` from now."""
+        deadline = time.monotonic() + self.timeout_s
         epoch, members = ray.get(self.store.transport_members.remote())
         if not members:
             return False
+        failure = None
         try:
             if epoch != self.epoch:
-                self._form(epoch, members)
+                self._form(epoch, members, deadline)
             layout, data = packed["layout"], packed["data"]
             done = [m.receive_weights.remote(version, layout, int(data.nbytes), self.bucket_bytes) for m in self.members]
-            _broadcast(self.group, data, self.bucket_bytes)
-            ray.get(done, timeout=self.timeout_s)
+            _broadcast(self.group, data, self.bucket_bytes, deadline)
+            ray.get(done, timeout=max(0.001, deadline - time.monotonic()))
             return True
         except Exception as exc:  # a member died or stalled: this version goes by the object store
-            logger.warning("weight broadcast of version %d to %d worker(s) failed (%s); version %d goes through "
-                           "the object store, the group is formed again at the next version",
-                           version, len(members), str(exc).splitlines()[0][:200], version)
-            self.close()
-            self._drop_unresponsive(members)
-            return False
+            failure = _first_line(exc)
+        # out of the handler: nothing (a traceback's frames) holds the group any more once closed
+        logger.warning("weight broadcast of version %d to %d worker(s) failed (%s); version %d goes through "
+                       "the object store, the group is formed again at the next version",
+                       version, len(members), failure, version)
+        self.close()
+        self._drop_unresponsive(members)
+        return False
 
-    def _form(self, epoch: int, members: List) -> None:
+    def _form(self, epoch: int, members: List, deadline: float) -> None:
+        import torch.distributed as dist
+
         self.close()
         host = ray.util.get_node_ip_address()
-        port = _free_port(host)
         world = len(members) + 1
-        joined = [m.join_transport.remote(epoch, host, port, i + 1, world, self.timeout_s) for i, m in enumerate(members)]
-        self.group, self._rendezvous = _group(host, port, 0, world, self.timeout_s)
-        ray.get(joined, timeout=self.timeout_s)
+        left = max(1.0, deadline - time.monotonic())
+        # port 0: the store binds a free port itself, no other process can take it in between
+        store = dist.TCPStore(host, 0, world, True, timeout=timedelta(seconds=left), wait_for_workers=False)
+        joined = [m.join_transport.remote(epoch, host, store.port, i + 1, world, left) for i, m in enumerate(members)]
+        self.group, self._rendezvous = _group(host, store.port, 0, world, left, store)
+        ray.get(joined, timeout=max(0.001, deadline - time.monotonic()))
         self.epoch, self.members = epoch, list(members)
 
     def _drop_unresponsive(self, members: List) -> None:
@@ -133,15 +142,18 @@ class CollectiveSender:
 
 
 class CollectiveReceiver:
-    """A rollout worker's end: joins each epoch's group; receives into the staging buffer the engine
-    is not reading."""
+    """A rollout worker's end: joins each epoch's group; receives into a staging buffer that is
+    neither the one the engine reads (its arrays are the engine's weights on CPU) nor the newest
+    complete version not yet loaded: three buffers, so a broadcast never destroys either."""
+
+    SLOTS = 3
 
     def __init__(self):
         self.group = None
         self._rendezvous = None
         self.epoch = -1
-        self.buffers: List[Optional[np.ndarray]] = [None, None]
-        self.staged: List[Tuple[int, Optional[list]]] = [(-1, None), (-1, None)]  # (version, layout) per buffer
+        self.buffers: List[Optional[np.ndarray]] = [None] * self.SLOTS
+        self.staged: List[Tuple[int, Optional[list]]] = [(-1, None)] * self.SLOTS  # (version, layout); -1: none
         self.in_use = -1  # the buffer whose arrays the engine holds (share_weights), never written
         self.lock = threading.Lock()
 
@@ -152,22 +164,19 @@ class CollectiveReceiver:
         return rank
 
     def receive(self, version: int, layout: list, nbytes: int, bucket_bytes: int) -> int:
-        t0 = time.perf_counter()
-        try:
-            return self._receive(version, layout, nbytes, bucket_bytes)
-        except Exception:
-            logger.warning("receiving version %d failed after %.1f s", version, time.perf_counter() - t0)
-            raise
-
-    def _receive(self, version: int, layout: list, nbytes: int, bucket_bytes: int) -> int:
         with self.lock:
-            # the buffer not in use that holds the older version (a newer staged one stays until replaced)
-            free = [i for i in (0, 1) if i != self.in_use]
+            newest = max(range(self.SLOTS), key=lambda i: self.staged[i][0])
+            free = [i for i in range(self.SLOTS) if i != self.in_use and i != newest]
             slot = min(free, key=lambda i: self.staged[i][0])
             if self.buffers[slot] is None or self.buffers[slot].nbytes != nbytes:
                 self.buffers[slot] = np.empty(nbytes, dtype=np.uint8)
             self.staged[slot] = (-1, None)  # being written
-        _broadcast(self.group, self.buffers[slot], bucket_bytes)
+        try:
+            # the group's own time-out bounds a receive whose sender stopped sending
+            _broadcast(self.group, self.buffers[slot], bucket_bytes, time.monotonic() + 3600.0)
+        except Exception:
+            logger.warning("receiving version %d failed", version)
+            raise
         with self.lock:
             self.staged[slot] = (version, layout)
         return version

@@ -84,6 +84,7 @@ class Learner:
         # hand the current version to a joining rollout worker from its transport thread meanwhile.
         self.weights_lock = threading.RLock()
         w = spec.weights
+        self.shared = None  # (version, [ref]): the current version in the object store, once asked for
         self.sender = CollectiveSender(weight_store, w.bucket_mb, w.timeout_s) if w.transport == "collective" and rank == 0 else None
         self.generator = torch.Generator().manual_seed(spec.seed)
         self.reference = None
@@ -189,10 +190,13 @@ class Learner:
     @ray.method(concurrency_group=TRANSPORT)
     def current_weights(self) -> Tuple[int, List[ray.ObjectRef]]:
         """(version, [ref]) of the published weights through the object store, for a rollout worker that
-        did not receive them by broadcast (collective transport; rank 0). Waits while a step changes them."""
+        did not receive them by broadcast (collective transport; rank 0). One copy per version serves
+        every such worker; the first to ask waits while a step is changing the weights."""
         with self.weights_lock:
-            packed = pack_state(self.lm) if self.world == 1 and not self.lora else self.packed
-            return self.version, [ray.put(packed)]
+            if self.shared is None or self.shared[0] != self.version:
+                packed = pack_state(self.lm) if self.world == 1 and not self.lora else self.packed
+                self.shared = (self.version, [ray.put(packed)])
+            return self.shared
 
     def current_version(self) -> int:
         return self.version

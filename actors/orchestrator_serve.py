@@ -98,8 +98,11 @@ class OrchestratorPolicy:
         return await asyncio.to_thread(self._run, reqs)
 
     def _run(self, reqs: List[OrchestrationRequest]) -> List[Tuple[Dict[str, Any], str]]:
-        # The ingress answers 504 at the request time-out; the work stops then too, not later.
-        deadline = time.monotonic() + self.spec.request_timeout_s
+        # The ingress answers 504 at the request time-out, counted from its arrival (queueing and
+        # batching included); the work stops then too, not later.
+        now = time.time()
+        left = min((r.received_at or now) + self.spec.request_timeout_s - now for r in reqs)
+        deadline = time.monotonic() + left
         client = ServingClient(self.tools, self.spec.expert_timeout_s)
         toolsets: Dict[str, List[ToolSpec]] = {}
         groups: Dict[Tuple[int, float], list] = {}
@@ -168,9 +171,9 @@ class OrchestratorIngress:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
-        t0 = time.perf_counter()
+        t0, arrived = time.perf_counter(), time.time()
         try:
-            req = parse_request(parse_json(await self._body(request)), self.api)
+            req = replace(parse_request(parse_json(await self._body(request)), self.api), received_at=arrived)
         except RequestError as exc:
             return _error(exc)
         response = self.policy.run.remote(req)

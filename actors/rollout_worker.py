@@ -51,7 +51,7 @@ class RolloutSpec:
                     slots: Sequence[str], families: Mapping[str, TaskFamily]) -> "RolloutSpec":
         """The rollout section's settings with the task families (and their toolsets) and the zoo's slots."""
         r = cfg.rollout
-        return cls(policy_path, toolsets, tuple(slots), episode_limits(cfg), families, cfg.policy.dtype, cfg.policy.device,
+        return cls(policy_path, toolsets, tuple(slots), episode_limits(cfg), families, r.dtype or cfg.policy.dtype, cfg.policy.device,
                    r.torch_threads, r.max_batch_size, cfg.policy.engine, dict(cfg.policy.vllm),
                    ActorResources(r.num_cpus_per_worker, r.num_gpus_per_worker, dict(r.resources)),
                    cfg.tools.sandbox.max_output_chars, cfg.weights.transport)

@@ -85,7 +85,10 @@ def verify(ckpt: str) -> Optional[str]:
         return "no state.json"
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         return f"state.json is damaged ({type(exc).__name__})"
-    for rel, (size, crc) in state.get("files", {}).items():
+    files = state.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(v, list) and len(v) == 2 for v in files.values()):
+        return "state.json's record of files is damaged"
+    for rel, (size, crc) in files.items():
         path = os.path.join(ckpt, rel)
         if not os.path.isfile(path):
             return f"{rel} is missing"

@@ -158,6 +158,9 @@ class RolloutConfig:
     max_total_tokens: int = 1536  # per episode, prompt included
     temperature: float = 1.0
     max_batch_size: int = 64  # sequences per generate call
+    # The rollout engines' dtype; None: policy.dtype. A learner that keeps float32 weights (AdamW's
+    # small steps need them) can serve rollouts in bfloat16: each version is cast as it is loaded.
+    dtype: Optional[str] = None
     num_cpus_per_worker: float = 0.5
     num_gpus_per_worker: float = 0.0
     torch_threads: int = 1

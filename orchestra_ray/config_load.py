@@ -247,6 +247,9 @@ def validate(cfg: OrchestraConfig) -> None:
              f"must be one of {', '.join(PLACEMENT_STRATEGIES)}, got {t.placement_strategy!r}")
     _require(t.mixed_precision in MIXED_PRECISION, "trainer.mixed_precision",
              f"must be one of {', '.join(MIXED_PRECISION)}, got {t.mixed_precision!r}")
+    for key, dtype in (("policy.dtype", cfg.policy.dtype), ("rollout.dtype", r.dtype or cfg.policy.dtype)):
+        _require(dtype in ("float32", "bfloat16", "float16", "float64"), key,
+                 f"must be float32, bfloat16, float16 or float64, got {dtype!r}")
     _require(cfg.weights.transport in WEIGHT_TRANSPORTS, "weights.transport",
              f"must be one of {', '.join(WEIGHT_TRANSPORTS)}, got {cfg.weights.transport!r}")
     lo = t.lora

@@ -16,10 +16,10 @@ def read_columns(path: str, columns: Sequence[str], what: str = "Parquet file") 
     try:
         table = pq.read_table(path, columns=list(columns))
     except Exception as exc:  # pyarrow raises several kinds for damaged files
-        raise DataError(f"cannot read {what} {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise DataError(f"cannot read {what} {path}: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}") from None
     for name in table.column_names:
         try:
             table.column(name).validate(full=True)
         except pa.ArrowInvalid as exc:
-            raise DataError(f"{path}: column '{name}' holds invalid data ({str(exc).splitlines()[0][:160]})") from None
+            raise DataError(f"{path}: column '{name}' holds invalid data ({(str(exc).splitlines() or [type(exc).__name__])[0][:160]})") from None
     return table

@@ -64,7 +64,7 @@ def cmd_train(args) -> int:
     import ray
 
     progress = Progress()
-    check_plan(cfg, progress.note)  # a config that cannot fit stops here, before any actor starts
+    check_plan(cfg, progress.note, args.address)  # a config that cannot fit stops here, before any actor starts
     run_dir = None
     with PeakMemory() as mem:
         progress.note(connect(cfg, args.address))

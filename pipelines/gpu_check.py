@@ -127,7 +127,9 @@ def run(args) -> Dict:
                  reference=False)
     planned = plan(shape, lay)
     # what PyTorch's allocator holds (the plan's runtime row is outside it)
-    planned_gpu = planned.total("learner rank", "gpu") - RUNTIME_BYTES["cuda"] if device_type == "cuda" else 0.0
+    # the transformers engine's weights share this GPU (the plan puts a rollout worker on a GPU of its own)
+    engine_bytes = shape.parameters() * 2
+    planned_gpu = planned.total("learner rank", "gpu") - RUNTIME_BYTES["cuda"] + engine_bytes if device_type == "cuda" else 0.0
     measured = [r for r in rows[1:]] or rows  # the first step creates AdamW's state
     peak = max(r["peak_gpu_bytes"] for r in measured)
     result = {

@@ -16,6 +16,10 @@ MODEL_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
                              "model_configs")
 
 
+class ModelConfigMissing(ConfigError):
+    """The policy's config.json is not on this machine: no plan can be made (a run starts without one)."""
+
+
 def model_config(cfg: OrchestraConfig) -> Dict:
     """The policy's HF config as a dict, with no download: plan.model_config, the tiny model's
     widths, a local model folder, a config the package ships, or the Hugging Face cache."""
@@ -34,15 +38,14 @@ def model_config(cfg: OrchestraConfig) -> Dict:
     shipped = os.path.join(MODEL_CONFIGS, p.model.replace("/", "__") + ".json")
     if os.path.isfile(shipped):
         return _read_json(shipped, "policy.model")
-    try:
+    try:  # no download here: a plan must not wait on a network
         from transformers import AutoConfig
 
         return AutoConfig.from_pretrained(p.model, local_files_only=True).to_dict()
     except Exception:
-        raise ConfigError(f"policy.model={p.model}: its config.json is neither a local folder, one this package ships "
+        raise ModelConfigMissing(f"policy.model={p.model}: its config.json is neither a local folder, one this package ships "
                           f"({', '.join(sorted(f[:-5].replace('__', '/') for f in os.listdir(MODEL_CONFIGS) if f.endswith('.json')))}) "
-                          f"nor in the Hugging Face cache; give plan.model_config=PATH/config.json "
-                          f"(or plan.enforce=false to start without a memory plan)") from None
+                          f"nor in the Hugging Face cache; give plan.model_config=PATH/config.json") from None
 
 
 def _read_json(path: str, key: str) -> Dict:
@@ -55,24 +58,34 @@ def _read_json(path: str, key: str) -> Dict:
         raise ConfigError(f"{key}: {path} is not a JSON model config ({exc})") from None
 
 
-def device_memory(cfg: OrchestraConfig) -> tuple:
+def device_memory(cfg: OrchestraConfig, address: Optional[str] = None) -> tuple:
     """(GPU bytes, host bytes): as configured, else what this machine shows where it is the one
-    that runs the actors (an embedded cluster; a GPU the driver sees)."""
+    that runs the actors (an embedded cluster; a GPU the driver sees, read through nvidia-smi so
+    that the driver holds no CUDA context on it)."""
     gpu = cfg.plan.gpu_memory_gb * GB if cfg.plan.gpu_memory_gb else None
     host = cfg.plan.host_memory_gb * GB if cfg.plan.host_memory_gb else None
     if gpu is None and cfg.policy.device.startswith("cuda"):
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                gpu = float(torch.cuda.get_device_properties(0).total_memory)
-        except Exception:
-            pass
-    if host is None and cfg.cluster.address is None and not os.environ.get("RAY_ADDRESS"):
+        gpu = _nvidia_smi_bytes()
+    embedded = address is None and cfg.cluster.address is None and not os.environ.get("RAY_ADDRESS")
+    if host is None and embedded:
         import psutil
 
         host = float(psutil.virtual_memory().total)
     return gpu, host
+
+
+def _nvidia_smi_bytes() -> Optional[float]:
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10)
+        return float(out.stdout.split()[0]) * 2**20 if out.returncode == 0 and out.stdout.split() else None
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
 
 
 def layout(cfg: OrchestraConfig, gpu: Optional[float] = None, host: Optional[float] = None) -> Layout:
@@ -86,16 +99,17 @@ def layout(cfg: OrchestraConfig, gpu: Optional[float] = None, host: Optional[flo
         micro_batch_size=t.micro_batch_size, seq_len=r.max_total_tokens,
         policy_tokens=min(r.max_total_tokens, r.max_turns * r.max_new_tokens),
         lora_rank=t.lora.rank, lora_targets=tuple(t.lora.target_modules), reference=t.kl_coef > 0,
-        engine=p.engine, rollout_device=device, rollout_workers=workers, engine_batch=r.max_batch_size,
+        engine=p.engine, engine_dtype=r.dtype or p.dtype, rollout_device=device, rollout_workers=workers, engine_batch=r.max_batch_size,
         engine_memory_fraction=float(dict(p.vllm).get("gpu_memory_utilization", 0.9)), gpu_bytes=gpu, host_bytes=host)
 
 
-def run_plan(cfg: OrchestraConfig) -> Plan:
-    gpu, host = device_memory(cfg)
+def run_plan(cfg: OrchestraConfig, address: Optional[str] = None) -> Plan:
+    gpu, host = device_memory(cfg, address)
+    config = model_config(cfg)
     try:
-        return plan(ModelShape.from_config(model_config(cfg)), layout(cfg, gpu, host))
-    except ValueError as exc:
-        raise ConfigError(f"memory plan: {exc}") from None
+        return plan(ModelShape.from_config(config), layout(cfg, gpu, host))
+    except (ValueError, TypeError, KeyError, ZeroDivisionError, AttributeError) as exc:
+        raise ConfigError(f"memory plan: the model config is not a decoder's ({type(exc).__name__}: {exc})") from None
 
 
 def refusal(p: Plan) -> str:
@@ -104,9 +118,19 @@ def refusal(p: Plan) -> str:
             f"(`orchestra-ray plan` prints the plan; plan.enforce=false starts anyway)")
 
 
-def check_plan(cfg: OrchestraConfig, note=print) -> Plan:
-    """Before any actor starts: refuse (ConfigError) a config that cannot fit, unless plan.enforce is off."""
-    p = run_plan(cfg)
+def check_plan(cfg: OrchestraConfig, note=print, address: Optional[str] = None) -> Optional[Plan]:
+    """Before any actor starts: refuse (ConfigError) a config that cannot fit, unless plan.enforce is
+    off (then a plan that cannot be made, or does not fit, is a line and the run starts)."""
+    try:
+        p = run_plan(cfg, address)
+    except ModelConfigMissing as exc:  # nothing to plan with: the run downloads the model itself
+        note(f"memory plan: not made, {exc}")
+        return None
+    except ConfigError as exc:
+        if cfg.plan.enforce:
+            raise
+        note(f"memory plan: {exc}; starting anyway (plan.enforce=false)")
+        return None
     if not p.fits:
         if cfg.plan.enforce:
             raise ConfigError(refusal(p))

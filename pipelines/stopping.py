@@ -40,7 +40,7 @@ def kept(run_dir: Optional[str]) -> str:
 
     if run_dir is None:
         return "nothing was written yet"
-    latest = ckpt.latest_checkpoint(run_dir)
+    latest = ckpt.latest_verified(run_dir)[0]
     warm = os.path.join(ckpt.checkpoints_dir(run_dir), "warm_start", "state.json")
     if latest is None and not os.path.isfile(warm):
         return f"no checkpoint yet in {run_dir}; start it again"

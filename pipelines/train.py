@@ -309,7 +309,7 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
             if tr.step % cfg.trainer.checkpoint_every == 0 or tr.step == cfg.trainer.steps:
                 tr.save_checkpoint()
     except LearnerLost as exc:
-        where = ckpt.latest_checkpoint(run_dir) or f"{warm_dir} (the warm start)"
+        where = ckpt.latest_verified(run_dir)[0] or f"{warm_dir} (the warm start)"
         raise LearnerLost(f"{getattr(exc, 'cause', None) or exc}; last checkpoint: {where}") from None
     finally:
         if tr.ahead is not None:

@@ -481,7 +481,7 @@ def test_lora_overlay_trains_qwen3_8b_on_one_learner_gpu(overlay_docs):
     cfg = run_config(*entrypoint(job))
     assert cfg.policy.model == "Qwen/Qwen3-8B" and cfg.trainer.lora.rank > 0
     assert (cfg.trainer.num_learners, cfg.trainer.num_gpus) == (1, 1)
-    assert (cfg.trainer.lr, cfg.trainer.kl_coef, cfg.rollout.max_turns) == (1e-6, 1e-4, 50)
+    assert (cfg.trainer.lr, cfg.trainer.kl_coef, cfg.rollout.max_turns) == (1e-4, 1e-4, 50)  # LoRA's usual rate
 
 
 def test_production_trains_in_the_papers_setting(overlay_docs):
@@ -491,6 +491,7 @@ def test_production_trains_in_the_papers_setting(overlay_docs):
     assert cfg.policy.model == "Qwen/Qwen3-8B"
     assert cfg.trainer.lora.rank == 0 and cfg.trainer.num_learners == 8, "full-parameter, on a learner group"
     assert cfg.policy.dtype == "float32" and cfg.trainer.mixed_precision == "bfloat16", "1e-6 steps need float32 weights"
+    assert cfg.rollout.dtype == "bfloat16", "rollouts are served in bfloat16"
     assert (cfg.trainer.lr, cfg.trainer.clip_low, cfg.trainer.clip_high, cfg.trainer.kl_coef) == (1e-6, 0.2, 0.28, 1e-4)
     assert (cfg.rollout.tasks_per_step, cfg.rollout.group_size, cfg.rollout.max_turns) == (16, 8, 50)
     assert cfg.run.root == "/mnt/runs"

@@ -80,7 +80,7 @@ def test_a_non_finite_update_is_not_applied(bad):
         old[1][-1] = float("-inf")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    with pytest.raises(NonFiniteUpdate, match="not applied.*not finite"):
+    with pytest.raises(NonFiniteUpdate, match="step was not applied.*not finite"):
         grpo_update(model, opt, TrainBatch(ids, masks, old, adv), ref, clip_low=0.2, clip_high=0.28, kl_coef=kl,
                     max_grad_norm=1.0, micro_batch_size=2)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the weights are as before"

@@ -39,6 +39,29 @@ def test_specs_are_made_from_the_config():
         learner.policy_path = "other"
 
 
+def test_rollout_engines_can_serve_in_their_own_dtype():
+    """rollout.dtype=bfloat16 beside float32 learner weights: the spec says so, and an engine of
+    that dtype loads a float32 version cast (as a rollout worker loads each version)."""
+    import numpy as np
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from orchestra_ray.errors import ConfigError
+    from orchestra_ray.policy.engine import HFEngine
+
+    assert RolloutSpec.from_config(config("rollout.dtype=bfloat16"), "p", {}, [], {}).dtype == "bfloat16"
+    assert RolloutSpec.from_config(config(), "p", {}, [], {}).dtype == "float32"
+    with pytest.raises(ConfigError, match="rollout.dtype"):
+        config("rollout.dtype=int8")
+    cfg = AutoConfig.for_model("qwen3", vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                               num_attention_heads=2, num_key_value_heads=1, head_dim=8)
+    engine = HFEngine(AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16), 0, share_weights=True)
+    version = {k: v.float().numpy() + 0.5 for k, v in AutoModelForCausalLM.from_config(cfg).state_dict().items()}
+    engine.load_weights(version)
+    for k, v in engine.model.state_dict().items():
+        assert v.dtype == torch.bfloat16 and torch.equal(v, torch.from_numpy(np.ascontiguousarray(version[k])).to(torch.bfloat16))
+
+
 @pytest.fixture
 def started(monkeypatch):
     """Starters that record what they were asked to start, in order."""

@@ -72,7 +72,9 @@ def copy_probes(chat: ChatFormat, system: str, user: str, calls: Sequence[Tuple[
                 at = offset + observation.index(_value_text(value))
                 end = at + len(_value_text(value))
                 at -= exchange[at - 1] == " "  # the space goes with the value, as above
-                probes.append(CopyProbe(CALL_TO_RESULT, name, ids + chat.encode(exchange[:at]), exchange[at:end]))
+                # the template's head, then the observation as plain text, as observation_ids encodes it
+                prefix = chat.encode(exchange[:offset]) + chat.encode_untrusted(exchange[offset:at])
+                probes.append(CopyProbe(CALL_TO_RESULT, name, ids + prefix, exchange[at:end]))
         ids = ids + chat.observation_ids(observation)
     return probes
 

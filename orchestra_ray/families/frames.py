@@ -62,7 +62,7 @@ def _read(path: str, columns: Dict[str, pa.DataType]) -> pa.Table:
     try:
         schema = pq.read_schema(path)
     except Exception as exc:
-        raise DataError(f"cannot read Parquet file {path}: {str(exc).splitlines()[0]}") from None
+        raise DataError(f"cannot read Parquet file {path}: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
     for name, typ in columns.items():
         if name not in schema.names:
             raise DataError(f"{path}: missing column '{name}'")

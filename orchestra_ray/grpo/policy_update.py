@@ -87,9 +87,9 @@ def check_finite(optimizer, grad_norm, loss: float, what: str) -> None:
     norm = float(grad_norm)
     if not (math.isfinite(norm) and math.isfinite(loss)):
         optimizer.zero_grad(set_to_none=True)
-        raise NonFiniteUpdate(f"the {what} update was not applied: its loss ({loss:.4g}) or gradient norm ({norm:.4g}) "
-                              f"is not finite; the weights are as before (a smaller trainer.lr or trainer.kl_coef, or "
-                              f"trainer.max_grad_norm, may help)")
+        raise NonFiniteUpdate(f"a {what} optimizer step was not applied: its loss ({loss:.4g}) or gradient norm "
+                              f"({norm:.4g}) is not finite; the weights are as after the last finite step (a smaller "
+                              f"trainer.lr or trainer.kl_coef, or trainer.max_grad_norm, may help)")
 
 
 def grpo_update(

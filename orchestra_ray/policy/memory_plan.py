@@ -52,10 +52,16 @@ class ModelShape:
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> "ModelShape":
+        if not isinstance(cfg, Mapping):
+            raise ValueError(f"a model config is a JSON object, got {type(cfg).__name__}")
         missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
                    if k not in cfg]
         if missing:
             raise ValueError(f"model config lacks {', '.join(missing)}: the memory plan needs a decoder's widths")
+        widths = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+        bad = [k for k in widths if not isinstance(cfg[k], int) or isinstance(cfg[k], bool) or cfg[k] < 1]
+        if bad:
+            raise ValueError(f"model config: {', '.join(bad)} must be positive integers")
         heads = int(cfg["num_attention_heads"])
         head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // heads)
         return cls(int(cfg["vocab_size"]), int(cfg["hidden_size"]), int(cfg["intermediate_size"]), int(cfg["num_hidden_layers"]),
@@ -106,6 +112,7 @@ class Layout:
     lora_targets: Tuple[str, ...] = ()
     reference: bool = True  # the KL term needs the reference model
     engine: str = "hf"  # hf | vllm
+    engine_dtype: str = ""  # the rollout engines' dtype ("": param_dtype)
     rollout_device: str = "cpu"
     rollout_workers: int = 2
     engine_batch: int = 64  # sequences per generate call
@@ -207,7 +214,7 @@ def reference_items(shape: ModelShape, lay: Layout) -> List[Item]:
 def rollout_items(shape: ModelShape, lay: Layout) -> List[Item]:
     gpu = lay.rollout_device == "cuda"
     dev = "gpu" if gpu else "host"
-    pb = _bytes(lay.param_dtype)
+    pb = _bytes(lay.engine_dtype or lay.param_dtype)
     weights = shape.parameters() * pb
     items = [Item("rollout worker", "runtime", RUNTIME_BYTES["cuda" if gpu else "cpu"], dev),
              Item("rollout worker", "weights", weights, dev)]
@@ -227,9 +234,12 @@ def plan(shape: ModelShape, lay: Layout) -> Plan:
     out = Plan(shape, lay, learner_items(shape, lay) + reference_items(shape, lay) + rollout_items(shape, lay))
     on_cpu = lay.learner_device != "cuda" and lay.rollout_device != "cuda"
     if on_cpu:
-        # one machine's memory holds every process (the embedded cluster, or a CPU node)
-        need = (out.total("learner rank") * lay.num_learners + out.total("reference")
-                + out.total("rollout worker") * lay.rollout_workers)
+        # one machine's memory holds every process (the embedded cluster, or a CPU node): rank 0's
+        # items once, and the published weights once for all rollout workers (they read them in place)
+        rank0 = sum(i.bytes for i in out.items if i.actor == "learner rank" and "rank 0" in i.part)
+        weights = sum(i.bytes for i in out.items if i.actor == "rollout worker" and i.part == "weights")
+        need = ((out.total("learner rank") - rank0) * lay.num_learners + rank0 + out.total("reference")
+                + (out.total("rollout worker") - weights) * lay.rollout_workers + weights)
         if lay.host_bytes and need > lay.host_bytes:
             out.problems.append(f"{need / GB:.1f} GB for {lay.num_learners} learner rank(s), the reference and "
                                 f"{lay.rollout_workers} rollout worker(s) > {lay.host_bytes / GB:.1f} GB of host memory")
@@ -239,7 +249,8 @@ def plan(shape: ModelShape, lay: Layout) -> Plan:
             if lay.gpu_bytes and need > lay.gpu_bytes:
                 out.problems.append(f"{actor}: {need / GB:.1f} GB > {lay.gpu_bytes / GB:.1f} GB of one GPU")
         if lay.engine == "vllm" and lay.rollout_device == "cuda" and lay.gpu_bytes:
-            least = shape.parameters() * _bytes(lay.param_dtype) + lay.seq_len * shape.kv_bytes_per_token(_bytes(lay.param_dtype))
+            eb = _bytes(lay.engine_dtype or lay.param_dtype)
+            least = shape.parameters() * eb + lay.seq_len * shape.kv_bytes_per_token(eb)
             if least > lay.engine_memory_fraction * lay.gpu_bytes:
                 out.problems.append(f"rollout worker: vLLM's {lay.engine_memory_fraction:.2f} of the GPU "
                                     f"({lay.engine_memory_fraction * lay.gpu_bytes / GB:.1f} GB) < weights and one "
@@ -256,7 +267,13 @@ def plan(shape: ModelShape, lay: Layout) -> Plan:
 def advice(p: Plan) -> List[str]:
     """The config keys that shrink what does not fit, most effective first."""
     lay, keys = p.layout, []
-    if any(x.startswith("learner") or "learner rank(s)" in x for x in p.problems):
+    host_short = any("host memory" in x for x in p.problems)
+    if host_short and lay.learner_device != "cuda":  # every process on one machine: fewer of them, smaller batches
+        keys += ["rollout.num_workers", "rollout.max_batch_size", "trainer.micro_batch_size"]
+        if not lay.gradient_checkpointing:
+            keys.append("trainer.gradient_checkpointing=true")
+        return keys
+    if any(x.startswith("learner") for x in p.problems):
         if not lay.lora_rank:
             keys.append("trainer.num_learners (shards parameters, gradients and AdamW state)")
             keys.append("trainer.lora.rank (trains adapters only)")

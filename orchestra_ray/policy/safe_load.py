@@ -9,8 +9,6 @@ asks for anything else is refused with `UnsafeCheckpoint`, naming it.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import io
 import pathlib
 import pickle
@@ -25,10 +23,16 @@ class UnsafeCheckpoint(DataError):
     """A checkpoint file that holds more than data: loading it would run code."""
 
 
-_SAFE_FUNCTIONS = {("torch.serialization", "_get_layout")}
-_SAFE_CLASSES = {("collections", "OrderedDict"), ("torch", "Size"), ("builtins", "set"), ("builtins", "frozenset"),
-                 ("builtins", "slice"), ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "Path"),
-                 ("pathlib", "PurePosixPath")}
+_DTYPES = {"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
+           "complex64", "complex128", "float8_e4m3fn", "float8_e5m2"}
+_DCP = "torch.distributed.checkpoint.metadata"
+# What DCP's metadata names, and nothing else: checked before any module is imported.
+_ALLOWED = {(_DCP, n) for n in ("Metadata", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata",
+                               "TensorProperties", "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING")} | {
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch.serialization", "_get_layout"),
+    ("torch", "Size"), ("collections", "OrderedDict"), ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"),
+    ("pathlib", "WindowsPath"), ("pathlib", "Path"),
+} | {("torch", d) for d in _DTYPES}
 
 
 class _MetadataUnpickler(pickle.Unpickler):
@@ -37,17 +41,10 @@ class _MetadataUnpickler(pickle.Unpickler):
         self.name = name
 
     def find_class(self, module: str, name: str) -> Any:
-        obj = super().find_class(module, name)
-        if (module, name) in _SAFE_CLASSES or (module, name) in _SAFE_FUNCTIONS:
-            return obj
-        if isinstance(obj, (torch.dtype, torch.layout, torch.memory_format)):
-            return obj
-        # DCP's records: dataclasses and enums of its own package, which only hold values
-        if module.startswith("torch.distributed.checkpoint") and isinstance(obj, type) and \
-                (dataclasses.is_dataclass(obj) or issubclass(obj, enum.Enum)):
-            return obj
-        raise UnsafeCheckpoint(f"{self.name} asks to load {module}.{name}: a checkpoint holds data only, and "
-                               f"loading this one would run code; it is refused")
+        if (module, name) not in _ALLOWED:
+            raise UnsafeCheckpoint(f"{self.name} asks to load {module}.{name}: a checkpoint holds data only, and "
+                                   f"loading this one would run code; it is refused")
+        return super().find_class(module, name)
 
 
 def load_metadata(path: str, name: str) -> Any:
@@ -61,7 +58,7 @@ def torch_load(path: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UnsafeCheckpoint(f"{path} holds more than tensors and numbers (loading it would run code: "
-                               f"{str(exc).splitlines()[0][:200]}); it is refused") from None
+                               f"{(str(exc).splitlines() or [type(exc).__name__])[0][:200]}); it is refused") from None
 
 
 def dcp_reader_and_planner(path: str):
@@ -85,7 +82,7 @@ def dcp_reader_and_planner(path: str):
                 loaded = torch.load(value, weights_only=True)
             except pickle.UnpicklingError as exc:
                 raise UnsafeCheckpoint(f"{path}: entry {read_item.dest_index.fqn} holds more than data "
-                                       f"({str(exc).splitlines()[0][:160]}); it is refused") from None
+                                       f"({(str(exc).splitlines() or [type(exc).__name__])[0][:160]}); it is refused") from None
             if self.flatten_state_dict:  # as DefaultLoadPlanner.load_bytes does
                 from torch.distributed.checkpoint._traverse import set_element
 

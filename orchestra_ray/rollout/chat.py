@@ -23,7 +23,7 @@ from orchestra_ray.tools.spec import ToolSpec
 IM_START, IM_END, END_OF_TEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 TOOL_RESPONSE_OPEN, TOOL_RESPONSE_CLOSE = "<tool_response>", "</tool_response>"
 # Tags of the chat's structure that tokenizers add as tokens without flagging them special (Qwen3's
-# tool and thinking tags); every special token is a marker too.
+# tool and thinking tags); every special token, and every added `<|...|>` token, is a marker too.
 STRUCTURE_TAGS = ("<tool_call>", "</tool_call>", TOOL_RESPONSE_OPEN, TOOL_RESPONSE_CLOSE, "<think>", "</think>")
 
 
@@ -95,7 +95,8 @@ class ChatFormat:
         # added tokens, such as the tiny tokenizer's expert names, are words)
         vocab = tokenizer.get_added_vocab()
         special = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
-        markers = sorted((t for t in vocab if t in special or t in STRUCTURE_TAGS), key=len, reverse=True)
+        control = lambda t: t in special or t in STRUCTURE_TAGS or (t.startswith("<|") and t.endswith("|>"))  # Qwen's <|fim_*|>, <|file_sep|>, ...
+        markers = sorted((t for t in vocab if control(t)), key=len, reverse=True)
         self.marker_ids = {vocab[t] for t in markers}
         self._markers = re.compile("|".join(re.escape(t) for t in markers)) if markers else None
 

@@ -74,6 +74,7 @@ class OrchestrationRequest:
     max_turns: int
     temperature: float
     stream: bool
+    received_at: float = 0.0  # time.time() at the ingress: the request's time-out counts from here
 
 
 def _text(content: Any, where: str) -> str:

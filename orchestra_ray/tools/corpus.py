@@ -74,7 +74,7 @@ def _parquet_documents(path: str) -> List[Document]:
     try:
         schema = pq.read_schema(path)
     except Exception as exc:
-        raise DataError(f"cannot read Parquet corpus file {path}: {str(exc).splitlines()[0]}") from None
+        raise DataError(f"cannot read Parquet corpus file {path}: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
     for name in FIELDS:
         if name not in schema.names:
             raise DataError(f"corpus file {path}: missing column '{name}'")

@@ -204,7 +204,7 @@ def run_code(code: str, cfg: SandboxConfig) -> CodeResult:
 
 def _memory_file(name: str, data: bytes) -> int:
     """A file descriptor of `data` in memory, at offset 0 (bubblewrap reads it to the end)."""
-    fd = os.memfd_create(name, 0)
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)  # handed to bubblewrap alone (pass_fds)
     os.write(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
@@ -283,8 +283,9 @@ def _run(prefix: List[str], python: str, program: str, uid: int, cwd: Optional[s
             started = not prefix or _sandbox_exists(proc, info_r, t0 + cfg.timeout_s)
             if started and prefix and group is not None:
                 group.add(process_tree(proc.pid))
-            with contextlib.suppress(OSError):
-                os.write(block_w, b"1")
+            if started:  # else it never runs the command: it failed, or is killed by the time-out
+                with contextlib.suppress(OSError):
+                    os.write(block_w, b"1")
         finally:
             os.close(block_w)
         try:
