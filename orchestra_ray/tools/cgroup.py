@@ -2,9 +2,10 @@
 memory of its /workspace and /tmp), where RLIMIT_AS only bounds each process.
 
 It is made under this process's own memory cgroup, where that is writable: cgroup v1's memory
-controller, or a cgroup v2 tree that delegates the memory controller to it. Where neither is (an
-unprivileged process, most containers), calls run with the per-process limits alone, and
-`available()` says so.
+controller, or under cgroup v2 a cgroup whose subtree has the memory controller (in practice the
+root of a cgroup namespace: v2 allows no processes in a non-root cgroup whose children have
+controllers). Where neither holds (an unprivileged process, most v2 containers), calls run with the
+per-process limits alone, and `available()` says so.
 """
 
 from __future__ import annotations
