@@ -14,6 +14,7 @@ only a sandbox that cannot start at all raises SandboxUnavailable.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import selectors
@@ -280,7 +281,7 @@ def _run(prefix: List[str], python: str, program: str, uid: int, cwd: Optional[s
         os.close(info_w)
         os.close(block_r)
         try:
-            started = not prefix or _sandbox_exists(proc, info_r, t0 + cfg.timeout_s)
+            started = not prefix or _sandbox_child(proc, info_r, t0 + cfg.timeout_s) is not None
             if started and prefix and group is not None:
                 group.add(process_tree(proc.pid))
             if started:  # else it never runs the command: it failed, or is killed by the time-out
@@ -301,15 +302,22 @@ def _run(prefix: List[str], python: str, program: str, uid: int, cwd: Optional[s
     return _result(proc, prefix, cfg, t0, out, err, stop, truncated, started, out_of_memory)
 
 
-def _sandbox_exists(proc: subprocess.Popen, info_r: int, deadline: float) -> bool:
-    """Whether bubblewrap reports its sandbox made (False: it ended first, or the deadline passed)."""
+def _sandbox_child(proc: subprocess.Popen, info_r: int, deadline: float) -> Optional[int]:
+    """The host pid of the sandbox's first process once bubblewrap reports the sandbox made (0 when
+    its report names none), or None: it ended first, or the deadline passed."""
     while time.monotonic() < deadline:
         ready, _, _ = select.select([info_r], [], [], min(0.05, max(0.0, deadline - time.monotonic())))
         if ready:
-            return bool(os.read(info_r, 4096))
+            data = os.read(info_r, 4096)
+            if not data:
+                return None
+            try:
+                return int(json.loads(data.decode()).get("child-pid", 0))
+            except (ValueError, AttributeError):
+                return 0
         if proc.poll() is not None:
-            return False
-    return False
+            return None
+    return None
 
 
 def _result(proc, prefix, cfg, t0, out, err, stop, truncated, started, out_of_memory) -> CodeResult:
@@ -348,17 +356,25 @@ def _collect(proc: subprocess.Popen, cfg: SandboxConfig, t0: float) -> Tuple[byt
     for fd in bufs:
         os.set_blocking(fd, False)
         sel.register(fd, selectors.EVENT_READ)
+    # A pidfd wakes the loop the moment the program exits, rather than at the next poll.
+    pidfd = None
+    with contextlib.suppress(OSError, AttributeError):
+        pidfd = os.pidfd_open(proc.pid)
+        sel.register(pidfd, selectors.EVENT_READ)
     stop, exited = "", False
     try:
-        while not (exited and not sel.get_map()):
+        while not (exited and not any(fd in bufs for fd in sel.get_map())):
             now = time.monotonic()
             if now >= deadline:
                 if not exited:
                     stop = f"timed out after {float(cfg.timeout_s)}s"
                 break
-            if not sel.get_map():  # outputs closed, the program still running
-                time.sleep(min(0.005, deadline - now))
+            if not sel.get_map():  # outputs closed, the program still running (no pidfd here)
+                time.sleep(min(0.002, deadline - now))
             for key, _ in sel.select(min(0.05, deadline - now)) if sel.get_map() else ():
+                if key.fd == pidfd:
+                    sel.unregister(pidfd)
+                    continue
                 try:
                     chunk = os.read(key.fd, 65536)
                 except BlockingIOError:
@@ -379,6 +395,8 @@ def _collect(proc: subprocess.Popen, cfg: SandboxConfig, t0: float) -> Tuple[byt
                 deadline = min(deadline, time.monotonic() + 0.5)
     finally:
         sel.close()
+        if pidfd is not None:
+            os.close(pidfd)
         proc.stdout.close()
         proc.stderr.close()
     return bytes(bufs[out_fd]), bytes(bufs[err_fd]), stop, False
