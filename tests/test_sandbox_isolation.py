@@ -131,3 +131,12 @@ def test_the_memory_limit_holds_for_all_of_a_calls_processes_together():
     assert alone.ok and alone.stdout.strip() == "0", "one process within the limit is not touched"
     dead = run("b = bytearray(900 << 20)\nfor j in range(0, len(b), 4096): b[j] = 1", memory_mb=1024, call_memory_mb=512)
     assert not dead.ok and "call_memory_mb" in dead.error, dead.error
+
+
+def test_the_call_cgroup_can_be_turned_off_and_bad_sizes_are_refused():
+    from orchestra_ray.tools.settings import CodePoolConfig, validate_sandbox_config
+
+    assert run("print(2)", call_memory_mb=0).stdout == "2\n"
+    validate_sandbox_config(SandboxConfig(call_memory_mb=0), CodePoolConfig())
+    with pytest.raises(ValueError, match="call_memory_mb must be 0"):
+        validate_sandbox_config(SandboxConfig(call_memory_mb=32), CodePoolConfig())

@@ -256,7 +256,7 @@ def _run(prefix: List[str], python: str, program: str, uid: int, cwd: Optional[s
               "--core=0", "--"]
     drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"] if uid else []
     command = limits + drop + [python, "-s", program]
-    group = CallCgroup.create(cfg.call_memory_mb << 20)
+    group = CallCgroup.create(cfg.call_memory_mb << 20) if cfg.call_memory_mb else None
     info_r, info_w = os.pipe()  # bubblewrap writes its child's pid here once the sandbox exists
     block_r, block_w = os.pipe()  # ... and waits on this before it runs the command
     ours = (info_r, info_w, block_r, block_w)
