@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -140,3 +141,24 @@ def test_the_call_cgroup_can_be_turned_off_and_bad_sizes_are_refused():
     validate_sandbox_config(SandboxConfig(call_memory_mb=0), CodePoolConfig())
     with pytest.raises(ValueError, match="call_memory_mb must be 0"):
         validate_sandbox_config(SandboxConfig(call_memory_mb=32), CodePoolConfig())
+
+
+def _in_a_workspace():
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["cwd"]) if p.info.get("cwd") == "/workspace"]
+
+
+@pytest.mark.parametrize("child, stop", [
+    ("while True:\n            time.sleep(1)", "timed out"),  # four idle processes: the wall clock
+    ("while True:\n            sys.stdout.write('x' * 65536); sys.stdout.flush()", "output exceeded"),  # four floods
+])
+def test_time_and_output_limits_hold_for_many_processes_at_once(child, stop):
+    code = ("import os, sys, time\nfor i in range(4):\n    if os.fork() == 0:\n"
+            f"        {child}\nwhile True:\n    time.sleep(1)")
+    t0 = time.monotonic()
+    res = run(code, timeout_s=2.0)
+    assert not res.ok and res.error.startswith(stop), res.error
+    assert time.monotonic() - t0 < 6
+    time.sleep(0.5)
+    assert _in_a_workspace() == [], "every process of the call is gone"
