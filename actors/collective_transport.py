@@ -126,10 +126,9 @@ class CollectiveSender:
         for ref in ready:
             try:
                 ray.get(ref)
-            except ray.exceptions.RayActorError:
-                gone.append(pings[ref])
-            except Exception:
-                pass
+            except Exception as exc:  # dead, or (any other error) alive
+                if isinstance(exc, ray.exceptions.RayActorError):
+                    gone.append(pings[ref])
         ray.get(self.store.leave_transport.remote(gone))
         self.epoch = -1  # form anew even if nobody left (a failed broadcast leaves the group unusable)
 

@@ -36,6 +36,8 @@ class ClusterConfig:
 # The FRAMES replay data ships inside the package (orchestra_ray/data/frames_replay, its README
 # states sources and licences); ORCHESTRA_RAY_FRAMES or data.path point elsewhere.
 FRAMES_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "frames_replay")
+# config.json of models the memory plan knows without a download (named by HF id, "/" as "__")
+MODEL_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "model_configs")
 
 
 @dataclass

@@ -27,14 +27,12 @@ from typing import Dict, List
 import numpy as np
 import torch
 
+from orchestra_ray.config import MODEL_CONFIGS
 from orchestra_ray.grpo.policy_update import grpo_update
 from orchestra_ray.policy import sharding
 from orchestra_ray.policy.engine import HFEngine
 from orchestra_ray.policy.memory_plan import GB, RUNTIME_BYTES, Layout, ModelShape, plan
 from orchestra_ray.rollout.sample import TrainBatch
-
-MODEL_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "orchestra_ray", "data",
-                             "model_configs")
 
 
 def synthetic_batch(samples: int, tokens: int, vocab: int, seed: int = 0) -> TrainBatch:

@@ -8,12 +8,9 @@ import json
 import os
 from typing import Dict, Optional
 
-from orchestra_ray.config import OrchestraConfig
+from orchestra_ray.config import MODEL_CONFIGS, OrchestraConfig
 from orchestra_ray.errors import ConfigError
 from orchestra_ray.policy.memory_plan import GB, Layout, ModelShape, Plan, plan, table
-
-MODEL_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "orchestra_ray", "data",
-                             "model_configs")
 
 
 class ModelConfigMissing(ConfigError):

@@ -10,7 +10,8 @@ import torch
 from orchestra_ray.config_load import load_config
 from orchestra_ray.policy.memory_plan import GB, Layout, ModelShape, plan
 from pipelines.cli import _config_path, main
-from pipelines.plan import MODEL_CONFIGS, layout, model_config
+from orchestra_ray.config import MODEL_CONFIGS
+from pipelines.plan import layout, model_config
 
 QUICKSTART = _config_path("quickstart")
 SHIPPED = sorted(f for f in os.listdir(MODEL_CONFIGS) if f.endswith(".json"))

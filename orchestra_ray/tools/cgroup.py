@@ -26,16 +26,13 @@ _names = itertools.count()
 def _own_paths() -> Tuple[Optional[str], Optional[str]]:
     """(v1 memory path, v2 path) of this process, from /proc/self/cgroup."""
     v1 = v2 = None
-    try:
-        with open("/proc/self/cgroup") as f:
-            for line in f:
-                _, controllers, path = line.rstrip("\n").split(":", 2)
-                if "memory" in controllers.split(","):
-                    v1 = path
-                elif controllers == "":
-                    v2 = path
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if "memory" in controllers.split(","):
+                v1 = path
+            elif controllers == "":
+                v2 = path
     return v1, v2
 
 
@@ -117,14 +114,11 @@ class CallCgroup:
     def oom_killed(self) -> bool:
         """Whether the kernel killed a process of the call for the cgroup's limit."""
         name = "memory.oom_control" if self.version == 1 else "memory.events"
-        try:
-            with open(os.path.join(self.path, name)) as f:
-                for line in f:
-                    key, _, value = line.partition(" ")
-                    if key == "oom_kill" and int(value) > 0:
-                        return True
-        except (OSError, ValueError):
-            pass
+        with contextlib.suppress(OSError, ValueError), open(os.path.join(self.path, name)) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and int(value) > 0:
+                    return True
         return False
 
     def remove(self, timeout_s: float = 2.0) -> bool:
@@ -148,10 +142,8 @@ class CallCgroup:
 
 
 def _rmdir(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.rmdir(path)
-    except OSError:
-        pass
 
 
 _pending: List["CallCgroup"] = []  # removed after their call answered, off its critical path

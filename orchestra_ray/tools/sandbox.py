@@ -14,7 +14,6 @@ only a sandbox that cannot start at all raises SandboxUnavailable.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import selectors
@@ -216,7 +215,7 @@ def _run(prefix: List[str], python: str, program: str, uid: int, cwd: Optional[s
         os.close(info_w)
         os.close(block_r)
         try:
-            started = not prefix or _sandbox_child(proc, info_r, t0 + cfg.timeout_s) is not None
+            started = not prefix or _sandbox_made(proc, info_r, t0 + cfg.timeout_s)
             if started and prefix and group is not None:
                 group.add(process_tree(proc.pid))
             if started:  # else it never runs the command: it failed, or is killed by the time-out
@@ -237,22 +236,15 @@ def _run(prefix: List[str], python: str, program: str, uid: int, cwd: Optional[s
     return _result(proc, prefix, cfg, t0, out, err, stop, truncated, started, out_of_memory)
 
 
-def _sandbox_child(proc: subprocess.Popen, info_r: int, deadline: float) -> Optional[int]:
-    """The host pid of the sandbox's first process once bubblewrap reports the sandbox made (0 when
-    its report names none), or None: it ended first, or the deadline passed."""
+def _sandbox_made(proc: subprocess.Popen, info_r: int, deadline: float) -> bool:
+    """Whether bubblewrap reports its sandbox made (False: it ended first, or the deadline passed)."""
     while time.monotonic() < deadline:
         ready, _, _ = select.select([info_r], [], [], min(0.05, max(0.0, deadline - time.monotonic())))
         if ready:
-            data = os.read(info_r, 4096)
-            if not data:
-                return None
-            try:
-                return int(json.loads(data.decode()).get("child-pid", 0))
-            except (ValueError, AttributeError):
-                return 0
+            return bool(os.read(info_r, 4096))
         if proc.poll() is not None:
-            return None
-    return None
+            return False
+    return False
 
 
 def _result(proc, prefix, cfg, t0, out, err, stop, truncated, started, out_of_memory) -> CodeResult:
