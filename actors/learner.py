@@ -85,7 +85,7 @@ class Learner:
         self.weights_lock = threading.RLock()
         w = spec.weights
         self.shared = None  # (version, [ref]): the current version in the object store, once asked for
-        self.sender = CollectiveSender(weight_store, w.bucket_mb, w.timeout_s) if w.transport == "collective" and rank == 0 else None
+        self.sender = CollectiveSender(weight_store, w.bucket_mb, w.timeout_s, w.shared_memory) if w.transport == "collective" and rank == 0 else None
         self.generator = torch.Generator().manual_seed(spec.seed)
         self.reference = None
         self.busy_s = 0.0
@@ -97,7 +97,7 @@ class Learner:
             if self.lora:
                 self._layout()
             else:
-                flatten_parameters(self.lm)
+                flatten_parameters(self.lm, self.sender.allocate if self.sender else None)
             self.model = self.lm
             self.optimizer = self._optimizer(spec.trainer.lr)
 
@@ -141,7 +141,8 @@ class Learner:
         published, factors = lora.split_entries(self.names)
         if self.rank == 0:
             state = self.lm.state_dict()
-            self.packed = empty_packed([(lora.published_name(n), state[n]) for n in published])
+            self.packed = empty_packed([(lora.published_name(n), state[n]) for n in published],
+                                       self.sender.allocate if self.sender else None)
             self.factors = {n: np.zeros(tuple(state[n].shape), np.float32) for n in factors}
             self.scaling = lora.scalings(self.lm) if self.lora else {}
 

@@ -107,11 +107,12 @@ def _layout(entries) -> Tuple[List[Tuple[str, str, Tuple[int, ...], int]], int]:
     return layout, size
 
 
-def flatten_parameters(model) -> bool:
+def flatten_parameters(model, allocate=None) -> bool:
     """Moves a CPU float32 model's parameters and buffers into one contiguous buffer, in the layout
     `pack_state` sends, so that publishing needs no packing. Call it before creating an optimizer
     (which must see the parameters as they will stay). Returns False, changing nothing, for a model
-    that cannot be sent as is (not on CPU, or floating point other than float32)."""
+    that cannot be sent as is (not on CPU, or floating point other than float32). `allocate(nbytes)`,
+    if given, makes the buffer (a uint8 array), such as the collective transport's shared memory."""
     import torch
 
     entries = model.state_dict(keep_vars=True)
@@ -122,7 +123,7 @@ def flatten_parameters(model) -> bool:
         key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()))
         groups.setdefault(key, [name, []])[1].append(t)
     layout, size = _layout((name, ts[0].detach().numpy().dtype, ts[0].shape) for name, ts in groups.values())
-    buf = np.empty(size, dtype=np.uint8)
+    buf = allocate(size) if allocate is not None else np.empty(size, dtype=np.uint8)
     owned = []
     with torch.no_grad():
         for (name, dtype, shape, offset), (_, tensors) in zip(layout, groups.values()):
@@ -166,15 +167,15 @@ def pack_state(model) -> Dict:
     return {"layout": layout, "data": buf}
 
 
-def empty_packed(entries: Sequence[Tuple[str, object]]) -> Dict:
+def empty_packed(entries: Sequence[Tuple[str, object]], allocate=None) -> Dict:
     """A packed buffer for `entries` ((name, tensor): its shape and dtype; floating point as float32),
     left empty: a learner that cannot publish its own parameters (sharded, or LoRA's merged weights)
-    fills it with each version."""
+    fills it with each version. `allocate(nbytes)` makes the buffer, as for `flatten_parameters`."""
     import torch
 
     layout, size = _layout((name, np.float32 if t.is_floating_point() else torch.empty(0, dtype=t.dtype).numpy().dtype, t.shape)
                            for name, t in entries)
-    return {"layout": layout, "data": np.zeros(size, dtype=np.uint8)}
+    return {"layout": layout, "data": allocate(size) if allocate is not None else np.zeros(size, dtype=np.uint8)}
 
 
 def unpack_state(packed: Dict) -> Dict[str, np.ndarray]:

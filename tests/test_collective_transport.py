@@ -2,8 +2,11 @@
 a gloo group to rollout-worker ends (the bench's sync targets: the transport's receiver, the worker's
 pull and the transformers engine's load), which load it byte-equal to the learner's; a worker that
 replaces another gets the current version at once and joins the next broadcast; a broadcast to a
-worker that died falls back to the object store, and the next version is broadcast again."""
+worker that died falls back to the object store, and the next version is broadcast again. Both ways
+to a worker on the learner's node: by shared memory (the default) and over the group itself."""
 
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -13,6 +16,7 @@ import ray
 from actors.common import ActorResources
 from actors.learner import LearnerSpec
 from actors.learner_group import start_learner
+from actors.node_segment import NodeSegment, SegmentUnreadable
 from actors.weight_transport import start_weight_store, unpack_state
 from orchestra_ray.config import TrainerConfig, WeightsConfig
 from pipelines.bench.weight_sync_actors import SyncTarget
@@ -21,17 +25,19 @@ from tests.test_learner_group import make_batch
 TIMEOUT_S = 20.0
 
 
-@pytest.fixture(scope="module")
-def setup(local_ray, uneven_policy):
+@pytest.fixture(scope="module", params=[True, False], ids=["shared_memory", "gloo"])
+def setup(request, local_ray, uneven_policy):
     from transformers import AutoConfig
 
     store = start_weight_store()
     t = TrainerConfig(lr=1e-2, kl_coef=0.0, micro_batch_size=4, num_cpus=0.25, torch_threads=1)
     spec = LearnerSpec(uneven_policy, t, "float32", "cpu", 0, ActorResources(0.25),
-                       WeightsConfig(transport="collective", bucket_mb=0.01, timeout_s=TIMEOUT_S))
+                       WeightsConfig(transport="collective", bucket_mb=0.01, timeout_s=TIMEOUT_S,
+                                               shared_memory=request.param))
     learner = start_learner(spec, store)
     config = AutoConfig.from_pretrained(uneven_policy).to_dict()
-    return store, learner, config
+    yield store, learner, config, request.param
+    ray.kill(learner)
 
 
 def worker(config, store):
@@ -54,13 +60,14 @@ def assert_delivered(learner, workers, version):
 
 
 def test_versions_arrive_byte_equal_through_a_worker_replacement_and_a_death(setup):
-    store, learner, config = setup
+    store, learner, config, shared_memory = setup
     a, b = worker(config, store), worker(config, store)
     ray.get([a.ready.remote(), b.ready.remote()])
     assert ray.get(learner.publish.remote()) == 0
     version, refs, source = ray.get(store.latest.remote())
     assert (version, refs) == (0, []) and source is not None, "version 0 went by broadcast, not the object store"
     assert_delivered(learner, [a, b], 0)
+    assert ray.get(a.weights_path.remote()) == ("shared_memory" if shared_memory else "group")
 
     ray.get(learner.train_step.remote(make_batch(0), None, 1.0))
     assert ray.get(store.latest.remote())[1] == []
@@ -89,3 +96,16 @@ def test_versions_arrive_byte_equal_through_a_worker_replacement_and_a_death(set
     ray.get(learner.train_step.remote(make_batch(3), None, 1.0))
     assert ray.get(store.latest.remote())[1] == []
     assert_delivered(learner, [a], 4)
+
+
+def test_a_node_segment_is_read_by_another_process_and_leaves_nothing_behind():
+    segment = NodeSegment.create(1 << 20)
+    segment.array[:] = np.arange(1 << 20, dtype=np.uint64).astype(np.uint8)
+    code = ("import sys; from actors.node_segment import NodeSegment; "
+            "print(int(NodeSegment.open(sys.argv[1]).array.astype('uint64').sum()))")
+    out = subprocess.run([sys.executable, "-c", code, segment.name], capture_output=True, text=True, check=True)
+    assert int(out.stdout) == int(segment.array.astype(np.uint64).sum())
+    name = segment.name
+    segment.close()
+    with pytest.raises(SegmentUnreadable):  # its descriptor is closed (or reused by another file)
+        NodeSegment.open(name)

@@ -30,10 +30,10 @@ class SyncSource:
     def __init__(self, config: Dict, weight_store, torch_threads: int = 1, collective: bool = False):
         quiet_torch_process(torch_threads)
         self.model = random_model(config, seed=0)
-        flatten_parameters(self.model)  # as the learner does
+        self.sender = CollectiveSender(weight_store, bucket_mb=64.0, timeout_s=60.0) if collective else None
+        flatten_parameters(self.model, self.sender.allocate if collective else None)  # as the learner does
         self.store = weight_store
         self.version = -1
-        self.sender = CollectiveSender(weight_store, bucket_mb=64.0, timeout_s=60.0) if collective else None
 
     def nbytes(self) -> int:
         """Bytes of one copy of the weights (tied tensors once)."""
