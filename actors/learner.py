@@ -72,6 +72,7 @@ class Learner:
             self.lm, self.tokenizer = sharding.empty_policy(spec.policy_path, spec.dtype), None
         lc = self.cfg.lora
         self.lora = lc.rank > 0
+        self.adapter_only = self.lora and lc.publish == "adapter"  # versions are the factors alone
         if self.lora:  # before sharding: the adapters are sharded with their layers
             self.lm = lora.apply_lora(self.lm, lc.rank, lc.alpha, lc.dropout, lc.target_modules)
         if self.cfg.gradient_checkpointing:
@@ -90,6 +91,7 @@ class Learner:
         self.reference = None
         self.busy_s = 0.0
         self.gathered = None  # the version rank 0's buffer holds
+        self.adapter_gathered = None  # the version its adapter buffer holds (trainer.lora.publish=adapter)
         self.model = self.optimizer = self.packed = None
         if world == 1:
             # On CPU the parameters live in the buffer that is published: no packing at each version
@@ -139,12 +141,31 @@ class Learner:
 
         self.names = sharding.entry_names(self.lm)
         published, factors = lora.split_entries(self.names)
+        self.factor_names = factors
         if self.rank == 0:
             state = self.lm.state_dict()
             self.packed = empty_packed([(lora.published_name(n), state[n]) for n in published],
-                                       self.sender.allocate if self.sender else None)
-            self.factors = {n: np.zeros(tuple(state[n].shape), np.float32) for n in factors}
+                                       None if self.adapter_only or self.sender is None else self.sender.allocate)
+            if self.adapter_only:  # the factors are gathered straight into the buffer versions go out in
+                self.adapter = empty_packed([(n, state[n]) for n in factors], self.sender.allocate if self.sender else None)
+                self.factors = unpack_state(self.adapter)
+            else:
+                self.factors = {n: np.zeros(tuple(state[n].shape), np.float32) for n in factors}
             self.scaling = lora.scalings(self.lm) if self.lora else {}
+
+    def _gather_adapter(self) -> Optional[Dict]:
+        """The adapter factors alone, packed as they are published (rank 0; the base never changes,
+        so a version costs the adapter's bytes)."""
+        if self.gathered != self.version and self.adapter_gathered != self.version:
+            if self.world == 1:
+                state = self.lm.state_dict()
+                for n in self.factor_names:
+                    self.factors[n][...] = state[n].detach().float().cpu().numpy()
+            else:
+                sharding.gather_state(self.lm, self.factor_names, self.factors if self.rank == 0 else None,
+                                      int(self.cfg.publish_bucket_mb * 2**20))
+            self.adapter_gathered = self.version
+        return self.adapter if self.rank == 0 else None
 
     def _gather(self) -> Optional[Dict]:
         """The whole current weights on rank 0 (base name -> array views into its publish buffer;
@@ -185,6 +206,8 @@ class Learner:
         """The current weights, packed as they are sent (rank 0; the other ranks take part in the gather)."""
         if self.world == 1 and not self.lora:
             return pack_state(self.lm)
+        if self.adapter_only:
+            return self._gather_adapter()
         self._gather()
         return self.packed
 
@@ -195,7 +218,8 @@ class Learner:
         every such worker; the first to ask waits while a step is changing the weights."""
         with self.weights_lock:
             if self.shared is None or self.shared[0] != self.version:
-                packed = pack_state(self.lm) if self.world == 1 and not self.lora else self.packed
+                packed = (pack_state(self.lm) if self.world == 1 and not self.lora
+                          else self.adapter if self.adapter_only else self.packed)
                 self.shared = (self.version, [ray.put(packed)])
             return self.shared
 
@@ -205,7 +229,7 @@ class Learner:
     def warm_start(self, demos: Sequence[dict], epochs: int, batch_size: int, lr: float, seed: int) -> List[float]:
         """Supervised stage with its own optimizer; the GRPO optimizer starts fresh afterwards."""
         with self.weights_lock:
-            self.gathered = None
+            self.gathered = self.adapter_gathered = None
             return sft_update(self.model, self._optimizer(lr), demos, epochs=epochs, batch_size=batch_size,
                               max_grad_norm=self.cfg.max_grad_norm, seed=seed, rank=self.rank, world=self.world)
 
@@ -260,7 +284,7 @@ class Learner:
             return self._restore(path)
 
     def _restore(self, path: str) -> int:
-        self.gathered = None
+        self.gathered = self.adapter_gathered = None
         if os.path.isdir(os.path.join(path, SHARDED)):
             sharding.load_sharded(self.lm, self.optimizer, os.path.join(path, SHARDED))
             self._set_state(torch_load(os.path.join(path, LEARNER_STATE)))

@@ -17,6 +17,7 @@ from actors.weight_transport import pull_if_newer
 from orchestra_ray.config import OrchestraConfig
 from orchestra_ray.rollout.chat import ChatFormat, user_message
 from orchestra_ray.policy.engine import HFEngine
+from orchestra_ray.policy.lora import apply_lora
 from orchestra_ray.rollout.episode import EpisodeLimits, episode_limits, episode_record, new_episodes, run_episodes
 from orchestra_ray.rollout.sample import Sample
 from orchestra_ray.rollout.stage_clock import StageClock, timed
@@ -45,16 +46,19 @@ class RolloutSpec:
     resources: ActorResources  # per worker
     max_tool_output_chars: int  # of a code run's output in its observation, as in the warm start
     weight_transport: str = "object_store"  # or "collective": the worker joins the learner's broadcast group
+    # (rank, alpha, target modules) when versions are LoRA factors alone (trainer.lora.publish=adapter)
+    adapter: Optional[Tuple[int, float, Tuple[str, ...]]] = None
 
     @classmethod
     def from_config(cls, cfg: OrchestraConfig, policy_path: str, toolsets: Mapping[str, Tuple[str, Sequence[ToolSpec]]],
                     slots: Sequence[str], families: Mapping[str, TaskFamily]) -> "RolloutSpec":
         """The rollout section's settings with the task families (and their toolsets) and the zoo's slots."""
-        r = cfg.rollout
+        r, lo = cfg.rollout, cfg.trainer.lora
+        adapter = (lo.rank, lo.alpha, tuple(lo.target_modules)) if lo.rank > 0 and lo.publish == "adapter" else None
         return cls(policy_path, toolsets, tuple(slots), episode_limits(cfg), families, r.dtype or cfg.policy.dtype, cfg.policy.device,
                    r.torch_threads, r.max_batch_size, cfg.policy.engine, dict(cfg.policy.vllm),
                    ActorResources(r.num_cpus_per_worker, r.num_gpus_per_worker, dict(r.resources)),
-                   cfg.tools.sandbox.max_output_chars, cfg.weights.transport)
+                   cfg.tools.sandbox.max_output_chars, cfg.weights.transport, adapter)
 
 
 @ray.remote(concurrency_groups=CONCURRENCY_GROUPS)
@@ -67,9 +71,13 @@ class RolloutWorker(ReceivesWeights):
             from orchestra_ray.policy.vllm_engine import VLLMEngine
 
             tokenizer = load_tokenizer(spec.policy_path)
-            self.engine = VLLMEngine(spec.policy_path, spec.dtype, spec.max_batch_size, dict(spec.engine_options or {}))
+            self.engine = VLLMEngine(spec.policy_path, spec.dtype, spec.max_batch_size, dict(spec.engine_options or {}),
+                                     adapter=spec.adapter)
         else:
             model, tokenizer = load_policy(spec.policy_path, spec.dtype, spec.device)
+            if spec.adapter:  # versions set the factors of peft's adapters; the base stays the policy's
+                rank, alpha, targets = spec.adapter
+                model = apply_lora(model, rank, alpha, 0.0, targets)
             # On CPU the workers of a node read the published weights in place, one copy for all of them.
             self.engine = HFEngine(model, tokenizer.pad_token_id, spec.max_batch_size, share_weights=True)
         self.chat = ChatFormat(tokenizer)

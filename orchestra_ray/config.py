@@ -208,6 +208,10 @@ class LoraConfig:
     dropout: float = 0.0
     target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                                "up_proj", "down_proj"])
+    # What rollout engines receive at each version: "merged" weights (W + alpha/r B A, any engine),
+    # or the "adapter" factors alone, which the engine applies itself (vLLM with enable_lora; the
+    # transformers engine injects peft's adapters): bytes of the adapter instead of the whole model.
+    publish: str = "merged"
 
 
 @dataclass

@@ -258,6 +258,9 @@ def validate(cfg: OrchestraConfig) -> None:
         _require(0 < lo.alpha < float("inf"), "trainer.lora.alpha", f"must be a positive finite number, got {lo.alpha}")
         _require(0 <= lo.dropout < 1, "trainer.lora.dropout", f"must be in [0, 1), got {lo.dropout}")
         _require(len(lo.target_modules) > 0, "trainer.lora.target_modules", "needs at least one module name (q_proj, ...)")
+    _require(lo.publish in ("merged", "adapter"), "trainer.lora.publish", f"must be merged or adapter, got {lo.publish!r}")
+    _require(lo.publish == "merged" or lo.rank > 0, "trainer.lora.publish",
+             "adapter needs LoRA training (trainer.lora.rank > 0)")
     if t.num_learners == 1:  # these shape a sharded learner: one learner would silently ignore them
         _require(not t.cpu_offload, "trainer.cpu_offload", "offloads a sharded learner's state: set trainer.num_learners >= 2")
         _require(t.mixed_precision == "none", "trainer.mixed_precision",

@@ -161,6 +161,8 @@ def test_missing_required_value_names_the_key(tmp_path):
         ("trainer.collective_timeout_s=0", "trainer.collective_timeout_s"),
         ("trainer.lora.rank=-1", "trainer.lora.rank"),
         ("trainer.lora.dropout=1.0 trainer.lora.rank=8", "trainer.lora.dropout"),
+        ("trainer.lora.publish=adapter", "trainer.lora.publish"),
+        ("trainer.lora.publish=factors trainer.lora.rank=8", "trainer.lora.publish"),
     ],
 )
 def test_invalid_values_name_the_key(item, key):

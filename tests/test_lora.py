@@ -121,3 +121,47 @@ def test_lora_on_two_ranks_is_lora_on_one(policy, tmp_path):
     stats = ray.get([one.train_step.remote(batch, None, 1.0), two.train_step.remote(batch, None, 1.0)])
     assert_stats_close(*stats)
     assert_close(published(stores[0])[1], published(stores[1])[1], "a LoRA step on one rank and on two")
+
+
+def test_adapter_publishing_sends_the_factors_an_engine_applies_as_the_merged_policy(policy, tmp_path):
+    """trainer.lora.publish=adapter: a version is the adapter's factors alone (a fraction of the
+    model's bytes; one rank and two publish the same), an engine with peft's adapters that loads
+    them computes what the merged weights compute, and the adapter folder written for an engine that
+    loads adapters from a path (vLLM) merges to those weights."""
+    from dataclasses import replace
+
+    import peft
+
+    from orchestra_ray.policy.lora import write_adapter
+    from test_learner_group import assert_close, spec
+
+    adapter = replace(LORA, publish="adapter")
+    trained = start_learner(spec(policy, 1, lora=adapter), start_weight_store())
+    ray.get(trained.publish.remote())
+    ray.get(trained.train_step.remote(make_batch(8), None, 1.0))  # B moves away from zero
+    path = str(tmp_path / "adapter")
+    ray.get(trained.save.remote(path, False))
+    stores = [start_weight_store() for _ in range(3)]
+    two = start_learner(spec(policy, 2, lora=adapter), stores[0])
+    merged = start_learner(spec(policy, 1, lora=LORA), stores[1])
+    one = start_learner(spec(policy, 1, lora=adapter), stores[2])
+    assert ray.get([two.restore.remote(path), merged.restore.remote(path), one.restore.remote(path)]) == [0, 0, 0]
+    factors, factors_two, weights = published(stores[2])[1], published(stores[0])[1], published(stores[1])[1]
+    assert factors and all(".lora_A." in k or ".lora_B." in k for k in factors)
+    assert sum(v.nbytes for v in factors.values()) < sum(v.nbytes for v in weights.values()) / 10
+    assert_close(factors, factors_two, "the factors published by one rank and by two")
+
+    base = load_policy(policy, "float64")[0]
+    with_adapters = HFEngine(apply_lora(load_policy(policy, "float64")[0], LORA.rank, LORA.alpha, 0.0, LORA.target_modules), 0)
+    with_adapters.load_weights(factors)
+    plain = HFEngine(base, 0)
+    plain.load_weights(weights)
+    ids = torch.tensor([make_batch(9).token_ids[0]])
+    with torch.no_grad():
+        # versions travel in float32: the merge rounds there, the adapters' forward does not
+        torch.testing.assert_close(with_adapters.model(ids).logits, plain.model(ids).logits, rtol=1e-5, atol=1e-6)
+
+    folder = str(tmp_path / "for-vllm")
+    write_adapter(factors, LORA.rank, LORA.alpha, LORA.target_modules, folder)
+    again = peft.PeftModel.from_pretrained(load_policy(policy, "float64")[0], folder).merge_and_unload().state_dict()
+    assert_close({k: again[k].numpy() for k in weights}, weights, "the adapter folder merged by peft")

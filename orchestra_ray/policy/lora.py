@@ -69,12 +69,25 @@ def merge_into(weights: Mapping[str, np.ndarray], factors: Mapping[str, np.ndarr
 def save_adapter(lm, factors: Mapping[str, np.ndarray], out_dir: str) -> None:
     """The adapter as peft writes it (adapter_config.json, adapter_model.safetensors), from the
     factors' whole values: `PeftModel.from_pretrained(base, out_dir)` loads it."""
+    cfg = lm.peft_config[ADAPTER].to_dict()
+    cfg["target_modules"] = sorted(cfg["target_modules"]) if cfg.get("target_modules") else cfg.get("target_modules")
+    _write(cfg, factors, out_dir)
+
+
+def write_adapter(factors: Mapping[str, np.ndarray], rank: int, alpha: float, target_modules: Sequence[str],
+                  out_dir: str) -> None:
+    """Published factors as an adapter folder in peft's format, for an engine that loads adapters
+    from a path (vLLM's LoRARequest)."""
+    cfg = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": alpha, "lora_dropout": 0.0,
+           "target_modules": sorted(target_modules), "bias": "none", "fan_in_fan_out": False}
+    _write(cfg, factors, out_dir)
+
+
+def _write(cfg: Dict, factors: Mapping[str, np.ndarray], out_dir: str) -> None:
     import torch
     from safetensors.torch import save_file
 
     os.makedirs(out_dir, exist_ok=True)
-    cfg = lm.peft_config[ADAPTER].to_dict()
-    cfg["target_modules"] = sorted(cfg["target_modules"]) if cfg.get("target_modules") else cfg.get("target_modules")
     with open(os.path.join(out_dir, "adapter_config.json"), "w") as f:
         json.dump(cfg, f, indent=2, default=str)
     tensors = {"base_model.model." + n.replace(f".{ADAPTER}.", "."): torch.from_numpy(np.ascontiguousarray(v))

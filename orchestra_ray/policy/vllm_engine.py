@@ -8,12 +8,19 @@ prefix cache is dropped so that no KV computed by older weights is reused.
 
 The engine runs in the rollout worker's process (vLLM's in-process engine core), so loading weights
 passes references, not pickled copies.
+
+With `adapter` (LoRA training, `trainer.lora.publish: adapter`) the engine is started with
+`enable_lora`, and a version is the adapter's factors alone: they are written as a peft adapter
+folder and every later generation names it in a `LoRARequest` (a new id per version; the one
+before is removed from vLLM's adapter cache). The base weights never change.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Mapping, Optional, Sequence
+import shutil
+import tempfile
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from orchestra_ray.policy.engine import Generation
 
@@ -40,7 +47,7 @@ class VLLMWeightLoader:
 
 class VLLMEngine:
     def __init__(self, model_path: str, dtype: str = "float32", max_batch_size: int = 64,
-                 options: Optional[Dict] = None):
+                 options: Optional[Dict] = None, adapter: Optional[Tuple[int, float, Sequence[str]]] = None):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process
         try:
             from vllm import LLM
@@ -48,6 +55,12 @@ class VLLMEngine:
             raise ImportError("policy.engine=vllm needs vLLM: pip install 'orchestra-ray[vllm]' on a machine "
                               "with a GPU") from exc
         opts = dict(options or {})
+        self.adapter, self.lora_request, self.adapter_dir = adapter, None, None
+        if adapter is not None:
+            opts.setdefault("enable_lora", True)
+            opts.setdefault("max_lora_rank", adapter[0])
+            opts.setdefault("max_loras", 1)
+            self.adapter_dir = tempfile.mkdtemp(prefix="orchestra-ray-adapters-")
         self.llm = LLM(model=model_path, dtype=dtype, max_num_seqs=max_batch_size, seed=opts.pop("seed", 0),
                        worker_extension_cls=f"{__name__}.VLLMWeightLoader", logprobs_mode="processed_logprobs",
                        **opts)
@@ -59,7 +72,8 @@ class VLLMEngine:
 
         params = SamplingParams(temperature=max(0.0, temperature), max_tokens=max_new_tokens, logprobs=0,
                                 stop_token_ids=list(stop_token_ids), detokenize=False, skip_special_tokens=False)
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False,
+                                 lora_request=self.lora_request)
         result = []
         for out in outs:
             c = out.outputs[0]
@@ -72,5 +86,25 @@ class VLLMEngine:
         return result
 
     def load_weights(self, weights: Mapping[str, object]) -> None:
-        self.llm.collective_rpc("orchestra_load_weights", args=(dict(weights),))
+        if self.adapter is not None:
+            self._load_adapter(weights)
+        else:
+            self.llm.collective_rpc("orchestra_load_weights", args=(dict(weights),))
         self.llm.reset_prefix_cache()
+
+    def _load_adapter(self, factors: Mapping[str, object]) -> None:
+        from vllm.lora.request import LoRARequest
+
+        from orchestra_ray.policy.lora import write_adapter
+
+        previous = self.lora_request
+        number = 1 if previous is None else previous.lora_int_id + 1
+        path = os.path.join(self.adapter_dir, f"v{number}")
+        rank, alpha, targets = self.adapter
+        write_adapter(factors, rank, alpha, targets, path)
+        self.lora_request = LoRARequest(f"policy-v{number}", number, path)
+        if previous is not None:
+            remove = getattr(self.llm.llm_engine, "remove_lora", None)
+            if remove is not None:
+                remove(previous.lora_int_id)
+            shutil.rmtree(previous.lora_path, ignore_errors=True)
