@@ -154,3 +154,32 @@ def test_bad_config_is_one_line_naming_the_key(sandbox, pool, message):
 
 def test_defaults_are_valid():
     validate_sandbox_config(SandboxConfig(), CodePoolConfig())
+
+
+def test_a_prestarted_sandbox_serves_one_call_and_a_dead_one_is_replaced():
+    """After a call the next call's sandbox is made in the background; it holds nothing of the call
+    before (own /workspace, /tmp and, as root, uid), and one that died meanwhile is replaced."""
+    from orchestra_ray.tools import sandbox_start
+
+    cfg = dataclasses.replace(FAST, timeout_s=4.0)  # a configuration of its own: its own waiting sandbox
+    probe = "import os\nprint(os.getuid(), sorted(os.listdir('.')), sorted(os.listdir('/tmp')))\n" \
+            "open('left', 'w').write('x'); open('/tmp/left', 'w').write('x')"
+    first = run_code(probe, cfg)
+    assert first.ok, first
+    assert sandbox_start.wait_prestarted(cfg), "no sandbox was made for the next call"
+    waiting = sandbox_start._waiting[repr(cfg)]
+    second = run_code(probe, cfg)
+    assert second.ok and repr(cfg) not in sandbox_start._waiting or sandbox_start._waiting[repr(cfg)] is not waiting
+    assert waiting.proc.returncode is not None, "the call ran in the sandbox made for it"
+    uid1, uid2 = (int(r.stdout.split()[0]) for r in (first, second))
+    assert (uid1 != uid2) if os.geteuid() == 0 else uid1 == uid2
+    assert second.stdout.split(" ", 1)[1].strip() == "['main.py'] []", "nothing of the call before"
+
+    assert sandbox_start.wait_prestarted(cfg)
+    dead = sandbox_start._waiting[repr(cfg)].proc.pid
+    os.killpg(dead, 9)
+    while os.waitid(os.P_PID, dead, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:  # it has died
+        time.sleep(0.01)
+    third = run_code("print('still')", cfg)
+    assert third.ok and third.stdout == "still\n"
+    assert run_code("print(2)", dataclasses.replace(cfg, prestart=False)).stdout == "2\n"

@@ -3,9 +3,9 @@
 Each call gets a fresh workspace: under bubblewrap a memory file system of `workspace_mb` that
 ends with the sandbox (nothing is written to the host's disk), with mode "none" a directory removed
 afterwards, also after a timeout. The program is copied there and run by an interpreter that sees
-only what orchestra_ray.tools.bwrap mounts. Limits are set by
-a short prelude that runs inside the sandbox before the program: the process limit must be set for
-the uid the program runs as, and preexec_fn is unsafe in a threaded process such as a Ray worker.
+only what orchestra_ray.tools.bwrap mounts, under prlimit's limits (preexec_fn is unsafe in a
+threaded process such as a Ray worker). The sandbox itself is made before the call when it can
+be (orchestra_ray/tools/sandbox_start.py).
 
 Everything the program does (errors, timeouts, limits, floods of output) comes back as a CodeResult;
 only a sandbox that cannot start at all raises SandboxUnavailable.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import selectors
 import shutil
 import signal
@@ -23,32 +22,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
-from orchestra_ray.tools.bwrap import WORKSPACE, bwrap_argv, sandbox_uid
-from orchestra_ray.tools.cgroup import CallCgroup, process_tree, release
+from orchestra_ray.tools import sandbox_start
+from orchestra_ray.tools.cgroup import CallCgroup, release
 from orchestra_ray.tools.code_result import CodeResult, failed
-from orchestra_ray.tools.seccomp import namespace_filter
+from orchestra_ray.tools.sandbox_start import PROGRAM, SandboxUnavailable, limited_command, minimal_env, missing_bwrap
 from orchestra_ray.tools.settings import SandboxConfig
 
-PROGRAM = "main.py"
 WORKSPACE_PREFIX = "orchestra-sandbox-"  # then the pid of the process that made it
 OUTPUT_CAP_BYTES = 1 << 20  # per stream; a program past it is killed rather than buffered
 
-# Inside the sandbox the program is started by exec alone, no interpreter in between: prlimit sets
-# the per-process limits and, as root, setpriv drops to the call's own uid. bubblewrap closes the
-# descriptors it was handed, so the program holds only stdin, stdout and stderr.
 # Without bubblewrap (mode none) a shell joins the call's memory cgroup, then becomes the command.
 _JOIN_AND_EXEC = 'echo $$ > "$0" && exec "$@"'
-
-
-class SandboxUnavailable(RuntimeError):
-    """The sandbox itself cannot start here (bubblewrap missing or unable to make namespaces)."""
-
-
-def _missing_bwrap(cfg: SandboxConfig) -> str:
-    return (f"bubblewrap ({cfg.bwrap!r}) was not found: install it with `apt-get install bubblewrap` "
-            "(or run `make setup` as root), or set tools.sandbox.mode=none (UNSAFE: no isolation)")
 
 
 def check_sandbox(cfg: SandboxConfig) -> Optional[str]:
@@ -57,7 +43,7 @@ def check_sandbox(cfg: SandboxConfig) -> Optional[str]:
     if not (os.path.isfile(python) and os.access(python, os.X_OK)):
         return f"tools.sandbox.python: no executable Python interpreter at {python!r}"
     if cfg.mode == "bwrap" and shutil.which(cfg.bwrap) is None:
-        return _missing_bwrap(cfg)
+        return missing_bwrap(cfg)
     try:
         res = run_code("print('ok')", cfg)
     except SandboxUnavailable as exc:
@@ -69,13 +55,6 @@ def check_sandbox(cfg: SandboxConfig) -> Optional[str]:
 
 
 # ------------------------------------------------------------------------------------- running
-def _minimal_env(home: str, tmp: str) -> Dict[str, str]:
-    # Threads count against RLIMIT_NPROC and reserve address space: numerical libraries get one.
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": tmp, "LANG": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",  # output printed before a kill survives it
-            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
 def _signal_name(sig: int) -> str:
     try:
         return signal.Signals(sig).name
@@ -110,39 +89,23 @@ def run_code(code: str, cfg: SandboxConfig) -> CodeResult:
     python = cfg.python or sys.executable
     source = code.encode("utf-8", errors="replace")
     if cfg.mode == "bwrap":
-        bwrap = shutil.which(cfg.bwrap)
-        if bwrap is None:
-            raise SandboxUnavailable(_missing_bwrap(cfg))
-        as_root = os.geteuid() == 0
-        uid = sandbox_uid() if as_root else 0
-        fds = [_memory_file("main.py", source)]
-        rules = namespace_filter()
-        if rules is not None:
-            fds.append(_memory_file("seccomp", rules))
+        started = sandbox_start.take(cfg)  # made after the previous call, or None
         try:
-            env = _minimal_env(WORKSPACE, "/tmp")
-            # The private /tmp is memory: a few files of the largest size allowed.
-            prefix = bwrap_argv(bwrap, python, 4 * cfg.max_file_mb << 20, cfg.workspace_mb << 20, fds[0], PROGRAM,
-                                fds[1] if rules is not None else None, env, as_root)
-            return _run(prefix, python, f"{WORKSPACE}/{PROGRAM}", uid, None, env, cfg, t0, tuple(fds))
+            if started is None or not started.run(source):  # none waited, or it ended meanwhile: one now
+                if started is not None:
+                    started.discard()
+                started = sandbox_start.Started(cfg, source)
+                started.run()
+            return _run_started(started, cfg, t0)
         finally:
-            for fd in fds:
-                os.close(fd)
+            sandbox_start.prestart(cfg)  # the next call's, in the background
     workspace = tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{os.getpid()}-")
     try:
         with open(os.path.join(workspace, PROGRAM), "wb") as f:
             f.write(source)
-        return _run([], python, os.path.join(workspace, PROGRAM), 0, workspace, _minimal_env(workspace, workspace), cfg, t0)
+        return _run_unsandboxed(limited_command(cfg, python, os.path.join(workspace, PROGRAM), 0), workspace, cfg, t0)
     finally:
         remove_tree(workspace)
-
-
-def _memory_file(name: str, data: bytes) -> int:
-    """A file descriptor of `data` in memory, at offset 0 (bubblewrap reads it to the end)."""
-    fd = os.memfd_create(name, os.MFD_CLOEXEC)  # handed to bubblewrap alone (pass_fds)
-    os.write(fd, data)
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
 
 
 def remove_tree(path: str) -> None:
@@ -183,68 +146,38 @@ def remove_stale_workspaces(root: Optional[str] = None) -> int:
     return removed
 
 
-def _run(prefix: List[str], python: str, program: str, uid: int, cwd: Optional[str], env: Dict[str, str],
-         cfg: SandboxConfig, t0: float, extra_fds: Tuple[int, ...] = ()) -> CodeResult:
-    limits = ["prlimit", f"--cpu={cfg.cpu_seconds}:{cfg.cpu_seconds + 1}", f"--as={cfg.memory_mb << 20}",
-              f"--nproc={cfg.max_processes}", f"--fsize={cfg.max_file_mb << 20}", f"--nofile={cfg.max_open_files}",
-              "--core=0", "--"]
-    drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"] if uid else []
-    command = limits + drop + [python, "-s", program]
+def _run_started(started: sandbox_start.Started, cfg: SandboxConfig, t0: float) -> CodeResult:
+    """The program handed over (`started.run`) runs to its end; its result."""
+    proc = started.proc
+    try:
+        out, err, stop, truncated = _collect(proc, cfg, t0)
+    finally:
+        _kill_group(proc)
+        proc.wait()
+        out_of_memory = started.group is not None and started.group.oom_killed()
+        started.close()
+    return _result(proc, True, cfg, t0, out, err, stop, truncated, started.ran, out_of_memory)
+
+
+def _run_unsandboxed(command: List[str], workspace: str, cfg: SandboxConfig, t0: float) -> CodeResult:
     group = CallCgroup.create(cfg.call_memory_mb << 20) if cfg.call_memory_mb else None
-    info_r, info_w = os.pipe()  # bubblewrap writes its child's pid here once the sandbox exists
-    block_r, block_w = os.pipe()  # ... and waits on this before it runs the command
-    ours = (info_r, info_w, block_r, block_w)
-    if prefix:
-        # The call joins its cgroup once the sandbox exists (its set-up is kernel work better done
-        # outside a memory cgroup) and before the command runs.
-        argv = prefix[:-1] + ["--info-fd", str(info_w), "--block-fd", str(block_r), "--"] + command
-        passed = (info_w, block_r, *extra_fds)
-    else:
-        argv = (["/bin/sh", "-c", _JOIN_AND_EXEC, group.procs] if group is not None else []) + command
-        passed = ()
+    argv = (["/bin/sh", "-c", _JOIN_AND_EXEC, group.procs] if group is not None else []) + command
     try:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    cwd=cwd, env=env, pass_fds=passed, start_new_session=True)
+                                    cwd=workspace, env=minimal_env(workspace, workspace), start_new_session=True)
         except OSError as exc:
-            for fd in ours:
-                os.close(fd)
-            if prefix:
-                raise SandboxUnavailable(f"bubblewrap could not be started: {exc}") from None
             return failed(f"the interpreter could not be started: {exc}", time.monotonic() - t0)
-        os.close(info_w)
-        os.close(block_r)
-        try:
-            started = not prefix or _sandbox_made(proc, info_r, t0 + cfg.timeout_s)
-            if started and prefix and group is not None:
-                group.add(process_tree(proc.pid))
-            if started:  # else it never runs the command: it failed, or is killed by the time-out
-                with contextlib.suppress(OSError):
-                    os.write(block_w, b"1")
-        finally:
-            os.close(block_w)
         try:
             out, err, stop, truncated = _collect(proc, cfg, t0)
         finally:
             _kill_group(proc)
             proc.wait()
-            os.close(info_r)  # open until bubblewrap is gone: a write to a closed pipe would kill it
         out_of_memory = group is not None and group.oom_killed()
     finally:
         if group is not None:
             release(group)
-    return _result(proc, prefix, cfg, t0, out, err, stop, truncated, started, out_of_memory)
-
-
-def _sandbox_made(proc: subprocess.Popen, info_r: int, deadline: float) -> bool:
-    """Whether bubblewrap reports its sandbox made (False: it ended first, or the deadline passed)."""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([info_r], [], [], min(0.05, max(0.0, deadline - time.monotonic())))
-        if ready:
-            return bool(os.read(info_r, 4096))
-        if proc.poll() is not None:
-            return False
-    return False
+    return _result(proc, False, cfg, t0, out, err, stop, truncated, True, out_of_memory)
 
 
 def _result(proc, prefix, cfg, t0, out, err, stop, truncated, started, out_of_memory) -> CodeResult:

@@ -34,6 +34,9 @@ class SandboxConfig:
     max_code_chars: int = 100_000  # a longer program is refused before a sandbox starts
     python: str = ""  # "" = the interpreter running us; its prefix is bound read-only in the sandbox
     bwrap: str = "bwrap"  # the bubblewrap binary, a name on PATH or a path
+    # Make the next call's sandbox (namespaces, mounts, cgroup) in the background right after each
+    # call, so that a call only hands over its program (orchestra_ray/tools/sandbox_start.py).
+    prestart: bool = True
 
 
 @dataclass
