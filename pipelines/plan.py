@@ -10,6 +10,7 @@ from typing import Dict, Optional
 
 from orchestra_ray.config import MODEL_CONFIGS, OrchestraConfig
 from orchestra_ray.errors import ConfigError
+from orchestra_ray.policy import pretrained
 from orchestra_ray.policy.memory_plan import GB, Layout, ModelShape, Plan, plan, table
 
 
@@ -32,7 +33,7 @@ def model_config(cfg: OrchestraConfig) -> Dict:
     local = os.path.join(p.model, "config.json")
     if os.path.isfile(local):
         return _read_json(local, "policy.model")
-    shipped = os.path.join(MODEL_CONFIGS, p.model.replace("/", "__") + ".json")
+    shipped = os.path.join(MODEL_CONFIGS, (pretrained.hf_config_id(p.model) or p.model).replace("/", "__") + ".json")
     if os.path.isfile(shipped):
         return _read_json(shipped, "policy.model")
     try:  # no download here: a plan must not wait on a network

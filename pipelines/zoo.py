@@ -18,6 +18,7 @@ from orchestra_ray.experts.base import ReplayExpert
 from orchestra_ray.families.frames import Question, load_questions, load_responses, split_questions
 from orchestra_ray.grpo.preferences import profile_names, profile_vector
 from orchestra_ray.experts.pricing import PriceTable
+from orchestra_ray.policy import pretrained
 from orchestra_ray.policy.tiny_model import tiny_policy_path
 from orchestra_ray.tools.spec import expert_tools
 
@@ -142,6 +143,9 @@ def initial_policy_path(zoo: Zoo, cfg: OrchestraConfig, families=None) -> str:
     this zoo and these families (built on first use, then read from `policy.cache_dir`)."""
     p = cfg.policy
     if p.model != "tiny":
-        return p.model
+        try:  # a known name or a GGUF file: its HF folder, built on first use
+            return pretrained.resolve(p.model, p.cache_dir)
+        except pretrained.PretrainedUnavailable as exc:
+            raise ConfigError(str(exc)) from None
     return tiny_policy_path(p.tiny, tokenizer_corpus(zoo, cfg, families), p.cache_dir,
                             pretraining_documents(zoo, cfg, families), added_tokens(zoo, families))
