@@ -44,13 +44,13 @@ MODEL_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
 class DataConfig:
     path: str = '${oc.env:ORCHESTRA_RAY_FRAMES,"' + FRAMES_DATA + '"}'
     heldout_fraction: float = 0.2
-    max_train_questions: Optional[int] = None
-    max_heldout_questions: Optional[int] = None
+    max_train_questions: Optional[int] = None  # null: every question of the training split
+    max_heldout_questions: Optional[int] = None  # null: every question of the held-out split
 
 
 EXPERT_BACKENDS = ("replay", "openai", "serve")
 TOKEN_LIMIT_PARAMS = ("max_tokens", "max_completion_tokens")  # request fields of an output-token limit
-DEMONSTRATORS = ("strongest", "preference")  # warm_start.demonstrator
+DEMONSTRATORS = ("strongest", "preference", "cascade")  # warm_start.demonstrator
 
 
 @dataclass
@@ -196,6 +196,11 @@ class PreferenceConfig:
         default_factory=lambda: ["balanced", "accuracy-first", "cost-first", "latency-first"]
     )
     eval_profiles: List[str] = field(default_factory=lambda: ["balanced", "accuracy-first", "cost-first"])
+    # A profile's own weights over the metrics (outcome, cost, latency, calls:<slot>), replacing the
+    # built-in ones of that name (orchestra_ray/grpo/preferences.py) or naming a profile of its own,
+    # e.g. {cost-first: {outcome: 0.3, cost: 0.6, latency: 0.1}}; used in training, evaluation, the
+    # tokenizer corpus and serving alike.
+    weights: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -259,10 +264,12 @@ class WarmStartConfig:
     # Which expert a FRAMES demonstration consults. "strongest": always zoo.strongest (the paper's
     # God-model habit). "preference": the expert the task's preference picks from what the system
     # prompt lists (the strongest for outcome, prices for cost, typical latency for latency), as a
-    # prompted model would; the experts' accuracy on the data is left for RL to find.
+    # prompted model would; the experts' accuracy on the data is left for RL to find. "cascade": the
+    # experts in that listed order, the next one asked when the answer read says the expert does not
+    # know (orchestra_ray/families/demos.py: consult, read, escalate; at most three).
     demonstrator: str = "strongest"
-    # "preference" only: 0 demonstrates the best-listed expert every time; above 0 each demonstration
-    # draws its expert from softmax(listed score / this), in the units of the preference weights.
+    # "preference" and "cascade": 0 demonstrates the best-listed order every time; above 0 each
+    # demonstration draws its experts from softmax(listed score / this), in the units of the weights.
     demonstrator_temperature: float = 0.0
 
 

@@ -16,7 +16,7 @@ from orchestra_ray.config import (DEMONSTRATORS, DOMAIN_NAMES, EXPERT_BACKENDS, 
                                   PLACEMENT_STRATEGIES, TOKEN_LIMIT_PARAMS, WEIGHT_TRANSPORTS, ExpertSlotConfig, FamiliesConfig,
                                   OrchestraConfig, ToolsConfig, serve_route_prefix)
 from orchestra_ray.errors import ConfigError
-from orchestra_ray.grpo.preferences import PreferenceError, profile_vector
+from orchestra_ray.grpo.preferences import PreferenceError, check_weights, profile_vector
 from orchestra_ray.tools.settings import validate_sandbox_config, validate_search_config
 
 
@@ -303,12 +303,18 @@ def validate(cfg: OrchestraConfig) -> None:
         _require(isinstance(n, int) and not isinstance(n, bool) and n >= 0, key, f"must be a non-negative integer, got {n!r}")
     _validate_tools(cfg.tools)
     # Profiles are parsed here so that a typo fails before the cluster starts.
+    own = cfg.preferences.weights
+    for p, w in own.items():
+        try:
+            check_weights(p, w, names)
+        except PreferenceError as exc:
+            raise ConfigError(f"invalid value for config key 'preferences.weights.{p}': {exc}") from None
     for key in ("train_profiles", "eval_profiles"):
         profiles = getattr(cfg.preferences, key)
         _require(len(profiles) >= 1, f"preferences.{key}", "needs at least one profile")
         for p in profiles:
             try:
-                profile_vector(p, names)
+                profile_vector(p, names, own)
             except PreferenceError as exc:
                 raise ConfigError(f"invalid value for config key 'preferences.{key}': {exc}") from None
 
@@ -319,11 +325,11 @@ _AT_LEAST_ONE = ("trainer.num_learners", "rollout.max_total_tokens", "rollout.ma
                  "zoo.max_response_chars", "policy.tiny.vocab_size", "policy.tiny.hidden_size",
                  "policy.tiny.intermediate_size", "policy.tiny.num_hidden_layers", "policy.tiny.num_attention_heads",
                  "policy.tiny.num_key_value_heads", "policy.tiny.head_dim", "policy.tiny.max_position_embeddings",
-                 "policy.tiny.pretrain_seq_len", "policy.tiny.pretrain_batch_size", "cluster.num_cpus")
+                 "policy.tiny.pretrain_seq_len", "policy.tiny.pretrain_batch_size", "cluster.num_cpus",
+                 "data.max_train_questions", "data.max_heldout_questions")  # unset (null): no cap
 _NOT_NEGATIVE = ("policy.tiny.pretrain_steps", "families.domain.lookup_repeats", "warm_start.examples", "zoo.input_tokens_overhead",
                  "rollout.num_cpus_per_worker", "rollout.num_gpus_per_worker", "trainer.num_cpus", "trainer.num_gpus",
-                 "trainer.weight_decay", "reward.eps", "eval.temperature", "data.max_train_questions",
-                 "data.max_heldout_questions")
+                 "trainer.weight_decay", "reward.eps", "eval.temperature")
 _FINITE_POSITIVE = ("trainer.lr", "warm_start.lr", "policy.tiny.pretrain_lr", "trainer.max_grad_norm",
                     "trainer.collective_timeout_s", "trainer.publish_bucket_mb", "weights.bucket_mb", "weights.timeout_s")
 

@@ -101,6 +101,11 @@ def _of_run(path: str, items: List[str]):
 
 def cmd_eval(args) -> int:
     checkpoint, run_dir, cfg, zoo, families = _of_run(args.checkpoint, args.items)
+    data_set = None
+    if args.test_data:
+        from pipelines.eval import with_test_data
+
+        zoo, families, data_set = with_test_data(cfg, zoo, families, args.test_data)
 
     from pipelines.cluster import connect
     from pipelines.eval import run_eval
@@ -113,7 +118,7 @@ def cmd_eval(args) -> int:
     progress.note(f"checkpoint: {checkpoint}")
     try:
         eval_dir = run_eval(checkpoint, run_dir, cfg, zoo, families, progress, router=args.router,
-                            router_iterations=args.router_iterations)
+                            router_iterations=args.router_iterations, data_set=data_set)
     finally:
         ray.shutdown()
     with open(os.path.join(eval_dir, "report.md")) as f:
@@ -278,6 +283,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
                    help="default: the run's own config.yaml; then dotted overrides")
     p.add_argument("--no-router", dest="router", action="store_false", help="leave out the learned RLlib router baseline")
+    p.add_argument("--test-data", metavar="DIR", help="hold out every question of another data set in the replay schema "
+                   "(questions.parquet, responses.parquet with the zoo's arms); baselines are fitted on the run's "
+                   "training split; the report goes to eval/<checkpoint>/<DIR's name>/")
     p.add_argument("--router-iterations", type=int, default=30, help="PPO iterations when the router is trained (default 30)")
     p.set_defaults(run=cmd_eval)
 

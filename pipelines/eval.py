@@ -9,6 +9,8 @@ The baselines replay the zoo's recorded answers on the same held-out questions; 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import time
@@ -33,6 +35,7 @@ from pipelines.workers import Workers
 from pipelines.zoo import Zoo
 
 ROUTER_DIR = "router"
+FITTED_ON = "fitted_on.sha256"  # beside the router: the data it was fitted on (`fitted_on`)
 
 
 class EvalRefused(ConfigError):
@@ -94,11 +97,23 @@ def train_run_router(cfg: OrchestraConfig, zoo: Zoo, families: Families, run_dir
     answers = answers or recorded_answers(zoo, train_ids, questions)
     out_dir = os.path.join(run_dir, ROUTER_DIR)
     progress.note(f"training the RLlib PPO router on {len(train_ids)} training questions ({iterations} iterations) ...")
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(out_dir, FITTED_ON))  # a router being replaced is fitted on nothing known
     feats = encode([questions[q] for q in train_ids])
-    train_profiles = [dict(profile_vector(p, zoo.slots).weights) for p in cfg.preferences.train_profiles]
+    train_profiles = [dict(profile_vector(p, zoo.slots, cfg.preferences.weights).weights) for p in cfg.preferences.train_profiles]
     train_router(feats, [anchors_of(answers[q], zoo.slots) for q in train_ids], train_profiles, list(zoo.slots),
                  out_dir, iterations=iterations, seed=cfg.run.seed, progress=progress)
+    with open(os.path.join(out_dir, FITTED_ON), "w") as f:
+        f.write(fitted_on(cfg, zoo, train_ids))
     return out_dir
+
+
+def fitted_on(cfg: OrchestraConfig, zoo: Zoo, train_ids: List[str]) -> str:
+    """What a router is fitted on (its questions, arms and training profiles): a cached router is
+    used only for the same."""
+    key = json.dumps([sorted(train_ids), list(zoo.slots), [e.arm for e in cfg.zoo.experts],
+                      list(cfg.preferences.train_profiles)])
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def router_choices(cfg: OrchestraConfig, zoo: Zoo, families: Families, run_dir: str, answers, heldout_ids: List[str],
@@ -109,7 +124,13 @@ def router_choices(cfg: OrchestraConfig, zoo: Zoo, families: Families, run_dir: 
     from pipelines.router import load_router
 
     out_dir = os.path.join(run_dir, ROUTER_DIR)
-    if not os.path.isfile(os.path.join(out_dir, "training.json")):
+    train_ids = [q.question_id for q in families.train.get(FRAMES, [])]
+    try:
+        with open(os.path.join(out_dir, FITTED_ON)) as f:
+            cached = f.read().strip() == fitted_on(cfg, zoo, train_ids)
+    except FileNotFoundError:
+        cached = False
+    if not (cached and os.path.isfile(os.path.join(out_dir, "training.json"))):
         train_run_router(cfg, zoo, families, run_dir, progress, iterations, answers)
     router = load_router(out_dir)
     feats = encode([questions[q] for q in heldout_ids])
@@ -124,15 +145,16 @@ def router_choices(cfg: OrchestraConfig, zoo: Zoo, families: Families, run_dir: 
 
 
 def run_eval(checkpoint: str, run_dir: str, cfg: OrchestraConfig, zoo: Zoo, families: Families, progress: Progress,
-             router: bool = True, router_iterations: int = 30) -> str:
-    """Runs on a connected Ray cluster; returns the eval directory (report.md inside)."""
+             router: bool = True, router_iterations: int = 30, data_set: Optional[str] = None) -> str:
+    """Runs on a connected Ray cluster; returns the eval directory (report.md inside): eval/<checkpoint>
+    for the run's own held-out split, eval/<checkpoint>/<data set> for another data set's questions."""
     state = ckpt.read_state(checkpoint)
     check_heldout(state, families, checkpoint)
     name = os.path.basename(checkpoint)
-    eval_dir = os.path.join(run_dir, "eval", name)
+    eval_dir = os.path.join(run_dir, "eval", name, *([data_set] if data_set else []))
     tdir = os.path.join(eval_dir, TRAJECTORIES)
     os.makedirs(tdir, exist_ok=True)
-    profiles = {p: dict(profile_vector(p, zoo.slots).weights) for p in cfg.preferences.eval_profiles}
+    profiles = {p: dict(profile_vector(p, zoo.slots, cfg.preferences.weights).weights) for p in cfg.preferences.eval_profiles}
     t0 = time.time()
 
     run_id, step = os.path.basename(os.path.abspath(run_dir)), int(state.get("step", 0))
@@ -158,8 +180,9 @@ def run_eval(checkpoint: str, run_dir: str, cfg: OrchestraConfig, zoo: Zoo, fami
             _write(tdir, method, run_id, step, [Sample(**r) for r in rows])
         baselines = {"cheapest": plan.cheapest, "strongest": plan.strongest,
                      "cascades": {p: list(c) for p, c in plan.cascades.items()}}
+        grades = {q: {s: a.grade for s, a in answers[q].items()} for q in frames_heldout}
     else:
-        baselines = {"cheapest": "-", "strongest": "-", "cascades": {}}
+        baselines, grades = {"cheapest": "-", "strongest": "-", "cascades": {}}, {}
 
     meta = {
         "run_id": run_id, "checkpoint": checkpoint, "checkpoint_name": name, "step": step,
@@ -167,8 +190,9 @@ def run_eval(checkpoint: str, run_dir: str, cfg: OrchestraConfig, zoo: Zoo, fami
         "bootstrap_samples": cfg.eval.bootstrap_samples, "seed": cfg.run.seed,
         "split_sizes": {"train": {f: len(p) for f, p in families.train.items()},
                         "heldout": {f: len(p) for f, p in families.heldout.items()}},
-        "baselines": baselines, "router": meta_router, "slots": list(zoo.slots),
+        "baselines": baselines, "router": meta_router, "slots": list(zoo.slots), "data_set": data_set or "FRAMES",
         "metric_names": metric_names(zoo.slots), "seconds": time.time() - t0,
+        "grades": grades,  # the recorded grade of each held-out question per slot (the orchestration table)
     }
     with open(os.path.join(eval_dir, "eval.json"), "w") as f:
         json.dump(meta, f, indent=1)
@@ -182,6 +206,21 @@ def _write(tdir: str, method: str, run_id: str, step: int, samples: List[Sample]
     final = os.path.join(tdir, method_file(method))
     pq.write_table(trajectory_rows(run_id, step, samples), final + ".tmp")
     os.replace(final + ".tmp", final)
+
+
+def with_test_data(cfg: OrchestraConfig, zoo: Zoo, families: Families, test_dir: str) -> Tuple[Zoo, Families, str]:
+    """(zoo, families, data set name) that hold out every question of `test_dir` (another data set
+    in the replay schema) and keep the run's training split, which the baselines are fitted on."""
+    from pipelines.families import load_families
+    from pipelines.zoo import load_test_zoo
+
+    if FRAMES not in families.train:
+        raise ConfigError("--test-data holds questions in the replay schema: the run's config trains no "
+                          "FRAMES-family questions to fit the baselines on")
+    zoo = load_test_zoo(cfg, zoo, test_dir)
+    families = load_families(cfg, zoo)
+    families.heldout = {FRAMES: families.heldout[FRAMES]}
+    return zoo, families, os.path.basename(os.path.normpath(test_dir))
 
 
 def eval_config(run_dir: str, config: Optional[str], overrides: List[str]) -> OrchestraConfig:

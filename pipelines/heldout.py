@@ -16,7 +16,7 @@ from pipelines.zoo import Zoo
 def heldout_records(cfg: OrchestraConfig, zoo: Zoo, families: Families, pool, step: int) -> List[Sample]:
     """One greedy (eval.temperature) sample of every held-out problem under every eval profile from
     the rollout pool, each with its evaluation reward as `reward`."""
-    tasks = [t for p in families.heldout.values() for t in eval_tasks(p, cfg.preferences.eval_profiles, zoo.slots)]
+    tasks = [t for p in families.heldout.values() for t in eval_tasks(p, cfg.preferences.eval_profiles, zoo.slots, cfg.preferences.weights)]
     records = pool.run(tasks, 1, cfg.eval.temperature, seed=10_000_000 + step)
     anchors = {q.question_id: anchor_metrics(q.question_id, q.problem, zoo.experts, zoo.slots)
                for q in families.heldout.get(FRAMES, [])}

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 import pyarrow.parquet as pq
 
 from orchestra_ray.reports.document import Heading, Image, Paragraph, Table, to_html, to_markdown
+from orchestra_ray.reports.escalation import escalation
 from orchestra_ray.reports.figures import BALANCED, Figures, adherence, profile_tables
 from orchestra_ray.reports.plots import POLICY, accuracy_cost_plot, tool_share_plot, training_curves_plot
 from orchestra_ray.families.task import FRAMES
@@ -84,6 +85,7 @@ def build_report(eval_dir: str, run_dir: str) -> Dict:
                     for f in figs for t in f.share})
     profiles = [p for p in meta["profiles"] if p in tables or any(p in o for o in others.values())]
     weights = meta["profile_weights"]
+    data = meta.get("data_set", "FRAMES")  # the questions' data set: the run's own, or --test-data's
 
     blocks: List = [Heading(f"Evaluation: {meta['run_id']}, checkpoint {meta['checkpoint_name']} (step {meta['step']})", 1)]
     split = "; ".join(f"{fam}: {n} held-out questions (training split {meta['split_sizes']['train'].get(fam, 0)})"
@@ -98,14 +100,14 @@ def build_report(eval_dir: str, run_dir: str) -> Dict:
     for profile in profiles:
         if profile not in tables:
             continue
-        blocks.append(Heading(f"FRAMES, profile {profile}"))
+        blocks.append(Heading(f"{data}, profile {profile}"))
         blocks.append(Table(figure_header(tools), [figure_row(f, tools) for f in tables[profile]]))
         policy_figs.update({profile: f for f in tables[profile] if f.method == POLICY})
     for fam, by_profile in others.items():
         blocks.append(Heading(f"{fam} tasks (policy only: no expert arms to compare with)"))
         blocks.append(Table(figure_header(tools, "profile"),
                             [figure_row(f, tools, first=p) for p in profiles for f in by_profile.get(p, [])]))
-    blocks.append(Heading("Preference adherence (policy, FRAMES)"))
+    blocks.append(Heading(f"Preference adherence (policy, {data})"))
     adh = adherence(policy_figs, weights)
     if adh:
         blocks.append(Paragraph(f"For each profile, the metric it asks for, under that profile and under {BALANCED}."))
@@ -114,6 +116,18 @@ def build_report(eval_dir: str, run_dir: str) -> Dict:
                               "yes" if a.followed else "no"] for a in adh]))
     else:
         blocks.append(Paragraph(f"Needs the {BALANCED} profile and at least one other among the evaluated profiles."))
+    orchestration = escalation(frames.get(POLICY, []), meta.get("grades", {}))
+    blocks.append(Heading(f"Orchestration (policy, {data})"))
+    blocks.append(Paragraph("Episodes that consult more than one expert, and how often a second expert is asked "
+                            "after the first abstained (graded 'not attempted' in the data: \"I don't know\") and "
+                            "after it answered. A policy that reads what it is told escalates after abstentions more "
+                            "often than after answers."))
+    blocks.append(Table(["profile", "episodes", "more than one call", "second call after an abstention",
+                         "second call after an answer"],
+                        [[p, str(o["episodes"]), _share(o["multi_call"], o["episodes"]),
+                          _share(o["second_after_abstention"], o["after_abstention"]),
+                          _share(o["second_after_answer"], o["after_answer"])]
+                         for p in profiles if (o := orchestration.get(p))]))
     blocks.append(Heading("Baselines"))
     plan = meta["baselines"]
     text = [f"arm:X: always ask X and relay its answer. random: a uniformly random arm per question (seed {seed}). "
@@ -130,13 +144,13 @@ def build_report(eval_dir: str, run_dir: str) -> Dict:
     blocks.extend(Paragraph(t) for t in text)
 
     accuracy_cost_plot(tables, os.path.join(eval_dir, PLOTS["pareto"]),
-                       f"Held-out FRAMES: accuracy against cost ({meta['run_id']}, step {meta['step']})")
+                       f"Held-out {data}: accuracy against cost ({meta['run_id']}, step {meta['step']})")
     bars = {f"policy ({p})": policy_figs[p].share for p in profiles if p in policy_figs}
     for ref in ("oracle", "cascade", "router"):
         f = next((f for f in tables.get(BALANCED, []) if f.method == ref), None)
         if f is not None:
             bars[f"{ref} ({BALANCED})"] = f.share
-    tool_share_plot(bars, tools, os.path.join(eval_dir, PLOTS["tool_share"]), "Share of tool calls per tool (held-out FRAMES)")
+    tool_share_plot(bars, tools, os.path.join(eval_dir, PLOTS["tool_share"]), f"Share of tool calls per tool (held-out {data})")
     metrics = _read_metrics(run_dir, meta["step"])
     training_curves_plot(metrics, os.path.join(eval_dir, PLOTS["training_curves"]), f"Training curves of {meta['run_id']}")
     blocks.append(Heading("Pictures"))
@@ -151,7 +165,7 @@ def build_report(eval_dir: str, run_dir: str) -> Dict:
         f.write(to_html(blocks, title))
     figures = {"frames": {p: [asdict(f) for f in figs] for p, figs in tables.items()},
                "families": {fam: {p: [asdict(f) for f in figs] for p, figs in bp.items()} for fam, bp in others.items()},
-               "adherence": [{**asdict(a), "followed": a.followed} for a in adh]}
+               "adherence": [{**asdict(a), "followed": a.followed} for a in adh], "orchestration": orchestration}
     with open(os.path.join(eval_dir, "report.json"), "w") as f:
         json.dump(figures, f, indent=1)
     return figures
@@ -178,3 +192,7 @@ def _read_metrics(run_dir: str, up_to_step: int) -> List[dict]:
                 if m.get("step", 0) <= up_to_step:
                     out.append(m)
     return out
+
+
+def _share(k: int, n: int) -> str:
+    return f"{k}/{n} ({100 * k / n:.0f} %)" if n else "-"

@@ -80,13 +80,14 @@ def start_serving(checkpoint: str, cfg: OrchestraConfig, scfg: ServingConfig) ->
     zoo = load_zoo(cfg)  # data problems surface here, before anything starts
     families = load_families(cfg, zoo)
     try:
-        profile_vector(scfg.default_profile, zoo.slots)
+        profile_vector(scfg.default_profile, zoo.slots, cfg.preferences.weights)
     except PreferenceError as exc:
         raise ConfigError(f"invalid value for config key 'serving.default_profile': {exc}") from None
     spec = PolicySpec.from_config(cfg, scfg, os.path.join(checkpoint, "policy"), families.toolsets[FRAMES])
     questions = {q.question_id: (q.problem, q.answer) for q in load_questions(cfg.data.path)}
     api = ApiSpec(scfg.model_name, tuple(zoo.slots), tuple(t.name for t in spec.tools if t.name in BASIC_TOOLS), questions,
-                  scfg.default_profile, scfg.max_turns, scfg.temperature, scfg.max_question_chars)
+                  scfg.default_profile, scfg.max_turns, scfg.temperature, scfg.max_question_chars,
+                  dict(cfg.preferences.weights))
 
     served = Served("", scfg.model_name, scfg.app_name, Workers(cfg, families, zoo.slots))
     try:

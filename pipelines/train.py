@@ -56,7 +56,7 @@ class Trainer:
         self.families = families or load_families(cfg, zoo)
         self.step = 0
         self.sampler = MixedTaskSampler(self.families.train, cfg.families.weights, cfg.preferences.train_profiles,
-                                        self.zoo.slots, cfg.run.seed)
+                                        self.zoo.slots, cfg.run.seed, cfg.preferences.weights)
         self.data_position = self.sampler.position  # after the tasks of the last step trained
         self.workers = workers or Workers(cfg, self.families, zoo.slots)
         self.ahead: Optional[RolloutAhead] = None

@@ -47,7 +47,8 @@ def demonstrations(cfg: OrchestraConfig, zoo: Zoo, families: Families, chat: Cha
     demos = []
     for name, pool in families.train.items():
         family = families.by_name[name]
-        for t in demo_tasks(pool, cfg.preferences.train_profiles, zoo.slots, counts.get(name, 0), cfg.run.seed):
+        for t in demo_tasks(pool, cfg.preferences.train_profiles, zoo.slots, counts.get(name, 0), cfg.run.seed,
+                            cfg.preferences.weights):
             calls = family.demonstration(t, rng)
             demos.append(scripted_demo(chat, family.toolset(t)[0], user_message(t.question, t.preference), calls,
                                        observer(router, t, family.new_state(t))))

@@ -10,7 +10,7 @@ from typing import Dict, List
 
 from orchestra_ray.rollout.chat import IM_END, IM_START, SlotCard, system_prompt, tool_call_text, tool_exchange, user_message
 from orchestra_ray.config import OrchestraConfig
-from orchestra_ray.errors import ConfigError
+from orchestra_ray.errors import ConfigError, DataError
 from orchestra_ray.families.domains.database import Database
 from orchestra_ray.families.domains.environment import compact_json
 from orchestra_ray.families.domains.lookups import lookup_calls
@@ -63,6 +63,30 @@ def load_zoo(cfg: OrchestraConfig) -> Zoo:
     return Zoo(slots, train, heldout, experts, system_prompt(cards, expert_tools(slots)), cards)
 
 
+def load_test_zoo(cfg: OrchestraConfig, zoo: Zoo, test_dir: str) -> Zoo:
+    """`zoo` with every question of another data set in the replay schema (`test_dir`) held out in
+    place of its own held-out split; the training split (what baselines are fitted on) is kept. Its
+    experts answer both. A question id the two data sets share with different text is an error."""
+    questions = load_questions(test_dir)
+    responses = load_responses(test_dir, [e.arm for e in cfg.zoo.experts])
+    heldout = [q for q in questions if all(q.question_id in responses[e.arm] for e in cfg.zoo.experts)]
+    if not heldout:
+        raise DataError(f"{test_dir}: no question has a recorded response of every arm of the zoo "
+                        f"({', '.join(e.arm for e in cfg.zoo.experts)})")
+    known = {q.question_id: q.problem for q in zoo.train + zoo.heldout}
+    clash = sorted(q.question_id for q in heldout if q.question_id in known and known[q.question_id] != q.problem)
+    if clash:
+        raise DataError(f"{test_dir}: question ids {', '.join(clash[:3])} also name other questions of {cfg.data.path}; "
+                        "give the test data ids of its own")
+    if cfg.data.max_heldout_questions:
+        heldout = heldout[: cfg.data.max_heldout_questions]
+    experts = {}
+    for e in cfg.zoo.experts:
+        own = zoo.experts[e.name]
+        experts[e.name] = ReplayExpert(e.name, {**own.records, **responses[e.arm]}, own.prices, own.input_overhead)
+    return Zoo(zoo.slots, zoo.train, heldout, experts, zoo.system_prompt, zoo.cards)
+
+
 def tokenizer_corpus(zoo: Zoo, cfg: OrchestraConfig, families=None) -> List[str]:
     """Text the tiny model's tokenizer is trained on: prompts, train questions, tool calls and the
     zoo's answers on the train split (never the held-out questions). Template text is repeated as
@@ -77,8 +101,9 @@ def tokenizer_corpus(zoo: Zoo, cfg: OrchestraConfig, families=None) -> List[str]
             corpus.append(families.toolsets[q.toolset][0])
             corpus.append(q.problem)
             corpus.extend(tool_call_text(name, args) for name, args in families.reference[q.question_id])
-    for p in profile_names(zoo.slots):
-        corpus.extend([user_message("", profile_vector(p, zoo.slots))] * n)
+    own = cfg.preferences.weights
+    for p in profile_names(zoo.slots, own):
+        corpus.extend([user_message("", profile_vector(p, zoo.slots, own))] * n)
     for s in zoo.slots:
         corpus.extend([tool_call_text("call_expert", {"expert": s})] * n)
         corpus.extend([tool_call_text("answer", {"expert": s})] * n)
@@ -122,8 +147,8 @@ def pretraining_documents(zoo: Zoo, cfg: OrchestraConfig, families=None) -> List
             rec = zoo.experts[s].records.get(q.question_id)
             if rec is not None:
                 docs.append(f"{s}: {rec.text[: cfg.zoo.max_response_chars]}")
-    for p in profile_names(zoo.slots):
-        docs.append(user_message("", profile_vector(p, zoo.slots)))
+    for p in profile_names(zoo.slots, cfg.preferences.weights):
+        docs.append(user_message("", profile_vector(p, zoo.slots, cfg.preferences.weights)))
     # Consult-then-relay exchanges, every expert equally often: the syntax, and that one relays the
     # expert one consulted. Which expert to pick is left to the warm start and RL.
     rng = random.Random(cfg.policy.tiny.seed)

@@ -316,3 +316,35 @@ def test_a_run_root_that_is_a_file_or_under_one_is_refused(tmp_path, capsys):
     assert main(["train", "quickstart", f"run.root={afile}/runs"]) == 2
     err = capsys.readouterr().err
     assert "notes.txt is a file, not a directory (on the way to" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("override, says", [
+    ("preferences.weights.cost-first.price=1.0", "unknown metric 'price'"),
+    ("preferences.weights.cost-first.cost=-0.5", "must not be negative"),
+    ("preferences.weights.cost-first.cost=inf", "finite"),
+    ("preferences.weights.thrifty.cost=0", "every weight is 0"),
+])
+def test_bad_profile_weights_are_one_line_naming_the_profile(override, says):
+    with pytest.raises(ConfigError) as exc:
+        load(override)
+    msg = str(exc.value)
+    assert "preferences.weights." in msg and says in msg and "\n" not in msg
+
+
+def test_profile_weights_from_the_config_reach_training_evaluation_and_serving():
+    from orchestra_ray.families.frames import Question
+    from orchestra_ray.families.task import MixedTaskSampler, eval_tasks
+    from orchestra_ray.serving.api import parse_preference
+
+    cfg = load("preferences.weights.cost-first.outcome=0.3", "preferences.weights.cost-first.cost=0.6",
+               "preferences.weights.cost-first.latency=0.1", "preferences.weights.thrifty.cost=1.0",
+               "preferences.train_profiles=[cost-first,thrifty]", "preferences.eval_profiles=[thrifty]")
+    own, slots = cfg.preferences.weights, [e.name for e in cfg.zoo.experts]
+    qs = [Question(str(i), f"q{i}", "a") for i in range(8)]
+    tasks = MixedTaskSampler({"frames": qs}, {"frames": 1.0}, cfg.preferences.train_profiles, slots, 0, own).next_tasks(8, 1)
+    seen = {t.preference.profile: t.preference.weights for t in tasks}
+    assert (seen["cost-first"]["outcome"], seen["cost-first"]["cost"], seen["cost-first"]["latency"]) == (0.3, 0.6, 0.1)
+    assert seen["thrifty"]["cost"] == 1.0 and seen["thrifty"]["outcome"] == 0.0
+    assert {t.preference.weights["cost"] for t in eval_tasks(qs, cfg.preferences.eval_profiles, slots, own)} == {1.0}
+    assert parse_preference("cost-first", slots, "balanced", own).weights["cost"] == 0.6
+    assert parse_preference("cost-first", slots, "balanced").weights["cost"] == 0.7  # the built-in weights

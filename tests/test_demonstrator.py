@@ -78,3 +78,50 @@ def test_the_same_seed_draws_the_same_demonstrations():
     a = [listed_choice(CARDS, "claude-sonnet-4", weights, 0.1, r) for r in [random.Random(7)] for _ in range(50)]
     b = [listed_choice(CARDS, "claude-sonnet-4", weights, 0.1, r) for r in [random.Random(7)] for _ in range(50)]
     assert a == b and len(set(a)) > 1
+
+
+@pytest.mark.parametrize("text, unknown", [
+    ("Answer: I don't know", True), ("Answer:  \nI don’t know.", True),
+    ("...\n\nAnswer: I don't have enough specific information to definitively identify the painting.", True),
+    ("I don’t have browsing enabled here — may I look this up on the web?", True),
+    ("Answer: Jane Ballou", False), ("He did not know the answer then, but later ... Answer: Paris", False),
+])
+def test_an_answer_that_says_the_expert_does_not_know_is_told_from_an_answer(text, unknown):
+    from orchestra_ray.families.demos import says_unknown
+
+    assert says_unknown(text) is unknown
+
+
+def test_the_cascade_demonstrator_escalates_only_after_reading_an_abstention():
+    from orchestra_ray.families.demos import cascade, cascade_order, scripted_demo
+
+    class Chat:  # one token per call or observation: the shape of the episode is what is checked
+        def prompt_ids(self, system, user):
+            return [0]
+
+        def encode(self, text):
+            return [1]
+
+        def observation_ids(self, text):
+            return [2]
+
+    order = cascade_order(CARDS, "claude-sonnet-4", profile_vector("accuracy-first", SLOTS).weights)
+    assert order[0] == "claude-sonnet-4" and sorted(order) == sorted(SLOTS)
+    cost = cascade_order(CARDS, "claude-sonnet-4", profile_vector("cost-first", SLOTS).weights)
+    assert cost[0] == "qwen3-8b"
+    for replies, asked in (({"qwen3-8b": "Answer: 42"}, ["qwen3-8b"]),
+                           ({"qwen3-8b": "I don't know", "grok-3-mini": "Answer: 42"}, ["qwen3-8b", "grok-3-mini"]),
+                           ({}, cost[:3])):  # nobody knows: three calls, the third relayed
+        seen = []
+
+        def observe(name, args):
+            seen.append(args["expert"])
+            return replies.get(args["expert"], "I don't know")
+
+        demo = scripted_demo(Chat(), "s", "u", cascade(cost, 3), observe)
+        assert seen == asked
+        assert demo["token_ids"] == [0] + [1, 2] * len(asked) + [1]  # calls, their observations, the answer
+    rng = random.Random(0)
+    drawn = {tuple(cascade_order(CARDS, "claude-sonnet-4", profile_vector("balanced", SLOTS).weights, 0.3, rng))
+             for _ in range(50)}
+    assert len(drawn) > 3 and all(sorted(d) == sorted(SLOTS) for d in drawn)

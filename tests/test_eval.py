@@ -156,3 +156,38 @@ def test_eval_refuses_questions_the_policy_was_trained_on(evaluated, capsys):
 def test_eval_names_a_path_that_is_no_checkpoint(tmp_path, capsys):
     assert main(["eval", str(tmp_path)]) == 2
     assert "neither a checkpoint" in capsys.readouterr().err
+
+
+def _replay_set(frames_dir, out, n=6):
+    """Another data set in the replay schema: n FRAMES questions under ids and wording of their own,
+    with every arm's recorded answers (a stand-in for another benchmark the zoo's models answered)."""
+    import pyarrow as pa
+
+    questions = pq.read_table(os.path.join(frames_dir, "questions.parquet")).to_pylist()
+    responses = pq.read_table(os.path.join(frames_dir, "responses.parquet")).to_pylist()
+    chosen = {q["question_id"]: q for q in questions[-n:]}
+    os.makedirs(out)
+    pq.write_table(pa.Table.from_pylist([{**q, "question_id": f"other-{q['question_id']}", "problem": "Other set: " + q["problem"]}
+                                         for q in chosen.values()]), os.path.join(out, "questions.parquet"))
+    pq.write_table(pa.Table.from_pylist([{**r, "question_id": f"other-{r['question_id']}"} for r in responses
+                                         if r["question_id"] in chosen]), os.path.join(out, "responses.parquet"))
+    return sorted(f"other-{q}" for q in chosen)
+
+
+def test_eval_on_another_data_set_holds_out_all_of_it(evaluated, frames_dir, tmp_path, capsys):
+    run_dir, own_dir = evaluated
+    ids = _replay_set(frames_dir, str(tmp_path / "other-bench"))
+    router_key = open(os.path.join(run_dir, "router", "fitted_on.sha256")).read()
+    assert main(["eval", run_dir, "--test-data", str(tmp_path / "other-bench"), "--router-iterations", "2"]) == 0
+    eval_dir = os.path.join(own_dir, "other-bench")
+    meta = json.load(open(os.path.join(eval_dir, "eval.json")))
+    assert meta["data_set"] == "other-bench" and meta["split_sizes"]["heldout"] == {"frames": len(ids)}
+    recs = _records(os.path.join(eval_dir, "trajectories"))
+    for method in ("policy", "cascade", "oracle", "router"):
+        assert sorted({r["question_id"] for r in recs[method]}) == ids, method
+    md = open(os.path.join(eval_dir, "report.md")).read()
+    assert "other-bench, profile balanced" in md and "FRAMES, profile" not in md
+    assert open(os.path.join(run_dir, "router", "fitted_on.sha256")).read() == router_key, \
+        "the router fitted on the same training split is reused"
+    assert main(["eval", run_dir, "data.max_train_questions=0", "--no-router"]) == 2
+    assert "data.max_train_questions" in capsys.readouterr().err

@@ -12,13 +12,13 @@ import hashlib
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestra_ray.errors import DataError
-from orchestra_ray.families.demos import listed_choice
+from orchestra_ray.families.demos import Reading, cascade, cascade_order, listed_choice
 from orchestra_ray.families.family import Call, EpisodeState, Loaded, TaskFamily
 from orchestra_ray.families.grading import judge_free_text
 from orchestra_ray.parquet_input import read_columns
@@ -172,7 +172,9 @@ class FramesFamily(TaskFamily):
     def judge(cls, answer: str, task: Any, state: Optional[EpisodeState]) -> bool:
         return judge_free_text(answer, task.gold)
 
-    def demonstration(self, task: Any, rng: random.Random) -> List[Call]:
+    def demonstration(self, task: Any, rng: random.Random) -> Union[List[Call], Reading]:
+        if self.demonstrator == "cascade":  # consult, read, escalate: up to three experts
+            return cascade(cascade_order(self.cards, self.strongest, task.preference.weights, self.temperature, rng), 3)
         slot = self.strongest
         if self.demonstrator == "preference":
             slot = listed_choice(self.cards, self.strongest, task.preference.weights, self.temperature, rng)

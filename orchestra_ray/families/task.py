@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 from orchestra_ray.families.frames import FRAMES, Question, is_heldout
-from orchestra_ray.grpo.preferences import PreferenceVector, profile_vector
+from orchestra_ray.grpo.preferences import PreferenceVector, Weights, profile_vector
 
 
 DOMAIN, ARITHMETIC = "domain", "arithmetic"
@@ -63,10 +63,12 @@ class TaskSampler:
     very next question.
     """
 
-    def __init__(self, questions: Sequence[Source], profiles: Sequence[str], slots: Sequence[str], seed: Union[int, str]):
+    def __init__(self, questions: Sequence[Source], profiles: Sequence[str], slots: Sequence[str], seed: Union[int, str],
+                 own: Weights = None):
         self.questions = list(questions)
         self.profiles = list(profiles)
         self.slots = list(slots)
+        self.own = own  # preferences.weights
         self.seed = seed
         self.epoch = 0
         self.offset = 0
@@ -85,7 +87,7 @@ class TaskSampler:
             if self.offset >= len(self.questions):
                 self.epoch, self.offset = self.epoch + 1, 0
             q = self.questions[self._order(self.epoch)[self.offset]]
-            pref = profile_vector(self._profile(self.epoch, self.offset), self.slots)
+            pref = profile_vector(self._profile(self.epoch, self.offset), self.slots, self.own)
             tasks.append(make_task(f"s{step}-t{i}", q, pref))
             self.offset += 1
         return tasks
@@ -103,11 +105,12 @@ class MixedTaskSampler:
     family from its own seeded `TaskSampler`, so a resumed run continues every family in place."""
 
     def __init__(self, pools: Mapping[str, Sequence[Source]], weights: Mapping[str, float], profiles: Sequence[str],
-                 slots: Sequence[str], seed: int):
+                 slots: Sequence[str], seed: int, own: Weights = None):
         self.families = [f for f in pools if weights.get(f, 0) > 0]
         total = sum(weights[f] for f in self.families)
         self.shares = {f: weights[f] / total for f in self.families}
-        self.samplers = {f: TaskSampler(pools[f], profiles, slots, f"{seed}-{f}" if f != FRAMES else seed) for f in self.families}
+        self.samplers = {f: TaskSampler(pools[f], profiles, slots, f"{seed}-{f}" if f != FRAMES else seed, own)
+                         for f in self.families}
 
     def counts(self, n: int) -> Dict[str, int]:
         exact = {f: n * s for f, s in self.shares.items()}
@@ -137,15 +140,16 @@ def _fields(t: Task) -> Tuple:
     return (t.task_id, t.question_id, t.question, t.gold, t.preference, t.family, t.toolset)
 
 
-def eval_tasks(questions: Sequence[Source], profiles: Sequence[str], slots: Sequence[str]) -> List[Task]:
+def eval_tasks(questions: Sequence[Source], profiles: Sequence[str], slots: Sequence[str], own: Weights = None) -> List[Task]:
     """Every held-out problem under every evaluation profile."""
-    return [make_task(f"eval-{p}-{q.question_id}", q, profile_vector(p, slots)) for p in profiles for q in questions]
+    return [make_task(f"eval-{p}-{q.question_id}", q, profile_vector(p, slots, own)) for p in profiles for q in questions]
 
 
-def demo_tasks(questions: Sequence[Source], profiles: Sequence[str], slots: Sequence[str], n: int, seed: int) -> List[Task]:
+def demo_tasks(questions: Sequence[Source], profiles: Sequence[str], slots: Sequence[str], n: int, seed: int,
+               own: Weights = None) -> List[Task]:
     rng = random.Random(f"{seed}-demos")
     picks: List[Tuple[Source, str]] = [(rng.choice(list(questions)), rng.choice(list(profiles))) for _ in range(n)]
-    return [make_task(f"demo-{i}", q, profile_vector(p, slots)) for i, (q, p) in enumerate(picks)]
+    return [make_task(f"demo-{i}", q, profile_vector(p, slots, own)) for i, (q, p) in enumerate(picks)]
 
 
 def by_id_hash(problems: Sequence[Source]) -> List[Source]:

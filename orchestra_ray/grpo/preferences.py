@@ -8,8 +8,13 @@ calls are better); its magnitude is how much that counts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
+
+# profile name -> {metric: weight}: a config's own weights (`preferences.weights`), over the built-in
+# ones of the same name, or a profile of its own
+Weights = Optional[Mapping[str, Mapping[str, float]]]
 
 OUTCOME, COST, LATENCY = "outcome", "cost", "latency"
 CALLS_PREFIX = "calls:"
@@ -55,13 +60,34 @@ _BASE = {
 }
 
 
-def profile_names(slots: Sequence[str]) -> List[str]:
-    return list(_BASE) + [f"prefer:{s}" for s in slots] + [f"avoid:{s}" for s in slots]
+def profile_names(slots: Sequence[str], own: Weights = None) -> List[str]:
+    names = list(_BASE) + [f"prefer:{s}" for s in slots] + [f"avoid:{s}" for s in slots]
+    return names + [p for p in (own or {}) if p not in names]
 
 
-def profile_vector(profile: str, slots: Sequence[str]) -> PreferenceVector:
-    """The preference vector of a named profile: a base name, or `prefer:<slot>` / `avoid:<slot>`."""
+def check_weights(profile: str, weights: Mapping[str, float], slots: Sequence[str]) -> None:
+    """A profile's own weights: metrics of this zoo, finite, outcome/cost/latency >= 0, not all 0."""
+    known = metric_names(slots)
+    for metric, w in weights.items():
+        if metric not in known:
+            raise PreferenceError(f"profile '{profile}' weighs unknown metric '{metric}' (known: {', '.join(known)})")
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w):
+            raise PreferenceError(f"profile '{profile}': weight of '{metric}' must be a finite number, got {w!r}")
+        if not metric.startswith(CALLS_PREFIX) and w < 0:
+            raise PreferenceError(f"profile '{profile}': weight of '{metric}' must not be negative, got {w}")
+    if not any(abs(w) > 0 for w in weights.values()):
+        raise PreferenceError(f"profile '{profile}': every weight is 0")
+
+
+def profile_vector(profile: str, slots: Sequence[str], own: Weights = None) -> PreferenceVector:
+    """The preference vector of a named profile: a base name, `prefer:<slot>` / `avoid:<slot>`, or
+    one the config weighs itself (`own`: its weights replace the built-in ones of that name)."""
     weights = {m: 0.0 for m in metric_names(slots)}
+    if own and profile in own:
+        check_weights(profile, own[profile], slots)
+        weights.update({m: float(w) for m, w in own[profile].items()})
+        text = _BASE[profile][1] if profile in _BASE else f"Follow the profile {profile}."
+        return PreferenceVector(profile, weights, text)
     if profile in _BASE:
         base, text = _BASE[profile]
         weights.update(base)

@@ -18,11 +18,12 @@ import json
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from orchestra_ray.rollout.episode import Episode
-from orchestra_ray.grpo.preferences import CALLS_PREFIX, PreferenceError, PreferenceVector, metric_names, profile_vector
+from orchestra_ray.grpo.preferences import (CALLS_PREFIX, PreferenceError, PreferenceVector, Weights, metric_names,
+                                            profile_vector)
 
 CUSTOM_PROFILE = "custom"
 CUSTOM_INSTRUCTION = "Weigh the metrics as P says."
@@ -55,6 +56,7 @@ class ApiSpec:
     max_turns: int
     temperature: float
     max_question_chars: int = 16_000
+    own_profiles: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # preferences.weights
 
     @property
     def tools(self) -> Tuple[str, ...]:
@@ -111,13 +113,13 @@ def _number(body: Dict[str, Any], key: str) -> Optional[float]:
     return float(value)
 
 
-def parse_preference(value: Any, slots: Sequence[str], default: str) -> PreferenceVector:
+def parse_preference(value: Any, slots: Sequence[str], default: str, own: Weights = None) -> PreferenceVector:
     """A profile name, or an explicit vector {metric: weight} over the run's metrics (missing ones 0)."""
     if value is None:
         value = default
     if isinstance(value, str):
         try:
-            return profile_vector(value, slots)
+            return profile_vector(value, slots, own)
         except PreferenceError as exc:
             raise RequestError(str(exc), "preference") from None
     if not isinstance(value, dict) or not value:
@@ -194,7 +196,7 @@ def parse_request(body: Any, spec: ApiSpec) -> OrchestrationRequest:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise RequestError("'stream' must be true or false", "stream")
-    preference = parse_preference(body.get("preference"), spec.slots, spec.default_profile)
+    preference = parse_preference(body.get("preference"), spec.slots, spec.default_profile, spec.own_profiles)
     qid = body.get("question_id")
     if qid is not None:
         if not isinstance(qid, str) or qid not in spec.questions:

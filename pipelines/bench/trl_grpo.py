@@ -101,7 +101,8 @@ def run_trl(cfg, zoo, families, policy_path: str, out_dir: str) -> List[float]:
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
     tokenizer.eos_token = IM_END  # a completion ends with its turn, as in the project's engine
     chat = ChatFormat(tokenizer)
-    sampler = MixedTaskSampler(families.train, cfg.families.weights, cfg.preferences.train_profiles, zoo.slots, cfg.run.seed)
+    sampler = MixedTaskSampler(families.train, cfg.families.weights, cfg.preferences.train_profiles, zoo.slots, cfg.run.seed,
+                               cfg.preferences.weights)
     tasks = [task for step in range(1, t.steps + 1) for task in sampler.next_tasks(r.tasks_per_step, step)]
     prompts = [chat.decode(chat.prompt_ids(families.toolsets[x.toolset][0], user_message(x.question, x.preference))) for x in tasks]
     by_index = {i: x for i, x in enumerate(tasks)}
