@@ -274,7 +274,8 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
         if cfg.warm_start.enabled:
             t0 = time.time()
             losses = tr.warm_start(policy_path)
-            habit = "God-model" if cfg.warm_start.demonstrator == "strongest" else "preference-following"
+            habit = {"strongest": "God-model", "preference": "preference-following",
+                     "cascade": "escalating (consult, read, escalate)"}[cfg.warm_start.demonstrator]
             kind = (f"{habit} demonstrations" if tr.families.names == [FRAMES]
                     else f"demonstrations ({habit} on FRAMES, reference solutions elsewhere)")
             progress.note(f"warm start: {tr.demonstrations} {kind} x {len(losses)} epoch(s), "
