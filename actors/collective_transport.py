@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import ray
 
-from actors.node_segment import NodeSegment, SegmentUnreadable
+from actors.node_segment import NodeSegment
 from actors.weight_transport import unpack_state
 
 logger = logging.getLogger(__name__)
@@ -142,9 +142,6 @@ class CollectiveSender:
             return True
         except Exception as exc:  # a member died or stalled: this version goes by the object store
             failure = _first_line(exc)
-            if isinstance(getattr(exc, "cause", None), SegmentUnreadable):  # this node's /proc forbids it
-                logger.warning("workers cannot read this process's shared memory: they get the bytes over the group")
-                self.shared_memory = False
         # out of the handler: nothing (a traceback's frames) holds the group any more once closed
         logger.warning("weight broadcast of version %d to %d worker(s) failed (%s); version %d goes through "
                        "the object store, the group is formed again at the next version",
@@ -162,11 +159,23 @@ class CollectiveSender:
         left = max(1.0, deadline - time.monotonic())
         # port 0: the store binds a free port itself, no other process can take it in between
         store = dist.TCPStore(host, 0, world, True, timeout=timedelta(seconds=left), wait_for_workers=False)
-        joined = [m.join_transport.remote(epoch, host, store.port, i + 1, world, left) for i, m in enumerate(members)]
+        # Members on this node try to open a segment of ours as they join: one that cannot (another pid
+        # namespace, a stricter /proc) gets the bytes over the group instead of stalling a broadcast.
+        probe = (self.home or NodeSegment.create(1, label="orchestra-ray-probe")) if self.shared_memory else None
+        joined = [m.join_transport.remote(epoch, host, store.port, i + 1, world, left, probe.name if probe else None)
+                  for i, m in enumerate(members)]
         self.group, self._rendezvous = _group(host, store.port, 0, world, left, store)
-        nodes = ray.get(joined, timeout=max(0.001, deadline - time.monotonic()))
+        try:
+            nodes = ray.get(joined, timeout=max(0.001, deadline - time.monotonic()))
+        finally:
+            if probe is not None and probe is not self.home:
+                probe.close()
         here = ray.get_runtime_context().get_node_id()
-        self.local = [rank for rank, node in enumerate(nodes, start=1) if node == here] if self.shared_memory else []
+        self.local = [rank for rank, (node, readable) in enumerate(nodes, start=1) if node == here and readable]
+        unreadable = sum(1 for node, readable in nodes if node == here and not readable and probe is not None)
+        if unreadable:
+            logger.warning("%d worker(s) on this node cannot read this process's shared memory: they get the bytes "
+                           "over the group", unreadable)
         self.epoch, self.members = epoch, list(members)
 
     def allocate(self, nbytes: int) -> np.ndarray:
@@ -193,7 +202,7 @@ class CollectiveSender:
 
     def _local_ranks(self, nbytes: int) -> List[int]:
         """The members that read this version from shared memory: those on this node, once a
-        segment of `nbytes` exists (one that cannot be made, say a full /dev/shm, is logged once and
+        segment of `nbytes` exists (one that cannot be made, for want of memory, is logged once and
         every member gets the bytes over the group from then on)."""
         if not self.local:
             return []
@@ -255,21 +264,31 @@ class CollectiveReceiver:
         self.last_segment: Optional[str] = None
 
     def _segment(self, name: Optional[str]) -> Optional[NodeSegment]:
-        if name is None:
-            return None
-        if self.segment is None or self.segment.name != name:
-            if self.segment is not None:
-                self.segment.close()
+        """The sender's segment `name` mapped (None: the bytes come over the group); a segment of an
+        earlier version is unmapped, so it is not kept alive here."""
+        if self.segment is not None and self.segment.name != name:
+            old, self.segment = self.segment, None
+            old.close()
+        if name is not None and self.segment is None:
             self.segment = NodeSegment.open(name)
         return self.segment
 
-    def join(self, epoch: int, host: str, port: int, rank: int, world: int, timeout_s: float) -> str:
-        """Joins the epoch's group as `rank`; returns this node's id (members on the sender's node
-        read from its shared memory)."""
+    def join(self, epoch: int, host: str, port: int, rank: int, world: int, timeout_s: float,
+             probe: Optional[str] = None) -> Tuple[str, bool]:
+        """Joins the epoch's group as `rank`; returns this node's id and whether this process can
+        read the sender's segment `probe` (members on the sender's node that can read from its
+        shared memory)."""
         self.group = self._rendezvous = None
         self.group, self._rendezvous = _group(host, port, rank, world, timeout_s)
         self.epoch = epoch
-        return ray.get_runtime_context().get_node_id()
+        readable = False
+        if probe is not None:
+            try:
+                NodeSegment.open(probe).close()
+                readable = True
+            except (OSError, ValueError):
+                readable = False
+        return ray.get_runtime_context().get_node_id(), readable
 
     def receive(self, version: int, layout: list, nbytes: int, bucket_bytes: int, segment: Optional[str] = None) -> int:
         with self.lock:
@@ -305,8 +324,9 @@ class ReceivesWeights:
     `self.receiver = CollectiveReceiver()`; declared with `concurrency_groups=CONCURRENCY_GROUPS`)."""
 
     @ray.method(concurrency_group=TRANSPORT)
-    def join_transport(self, epoch: int, host: str, port: int, rank: int, world: int, timeout_s: float) -> str:
-        return self.receiver.join(epoch, host, port, rank, world, timeout_s)
+    def join_transport(self, epoch: int, host: str, port: int, rank: int, world: int, timeout_s: float,
+                       probe: Optional[str] = None) -> Tuple[str, bool]:
+        return self.receiver.join(epoch, host, port, rank, world, timeout_s, probe)
 
     @ray.method(concurrency_group=TRANSPORT)
     def receive_weights(self, version: int, layout: list, nbytes: int, bucket_bytes: int,

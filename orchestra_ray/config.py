@@ -339,7 +339,7 @@ class WeightsConfig:
     transport: str = "object_store"
     bucket_mb: float = 64.0  # collective: bytes per broadcast bucket
     timeout_s: float = 120.0  # collective: a group that forms or broadcasts no faster falls back
-    # collective: workers on the sending rank's node copy each bucket from a /dev/shm segment (one
+    # collective: workers on the sending rank's node copy each bucket from a shared-memory file (one
     # copy per worker) instead of receiving it over loopback TCP; false sends every worker the bytes
     shared_memory: bool = True
 

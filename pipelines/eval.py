@@ -109,10 +109,10 @@ def train_run_router(cfg: OrchestraConfig, zoo: Zoo, families: Families, run_dir
 
 
 def fitted_on(cfg: OrchestraConfig, zoo: Zoo, train_ids: List[str]) -> str:
-    """What a router is fitted on (its questions, arms and training profiles): a cached router is
-    used only for the same."""
-    key = json.dumps([sorted(train_ids), list(zoo.slots), [e.arm for e in cfg.zoo.experts],
-                      list(cfg.preferences.train_profiles)])
+    """What a router is fitted on (its questions, arms and training profiles' weights): a cached
+    router is used only for the same."""
+    profiles = {p: profile_vector(p, zoo.slots, cfg.preferences.weights).weights for p in cfg.preferences.train_profiles}
+    key = json.dumps([sorted(train_ids), list(zoo.slots), [e.arm for e in cfg.zoo.experts], profiles], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -208,19 +208,20 @@ def _write(tdir: str, method: str, run_id: str, step: int, samples: List[Sample]
     os.replace(final + ".tmp", final)
 
 
-def with_test_data(cfg: OrchestraConfig, zoo: Zoo, families: Families, test_dir: str) -> Tuple[Zoo, Families, str]:
-    """(zoo, families, data set name) that hold out every question of `test_dir` (another data set
-    in the replay schema) and keep the run's training split, which the baselines are fitted on."""
+def with_test_data(cfg: OrchestraConfig, zoo: Zoo, families: Families, test_dir: str) -> Tuple[Zoo, Families, str, str]:
+    """(zoo, families, data set name, a line on what is held out) that hold out the questions of
+    `test_dir` (another data set in the replay schema) and keep the run's training split, which
+    the baselines are fitted on."""
     from pipelines.families import load_families
     from pipelines.zoo import load_test_zoo
 
     if FRAMES not in families.train:
         raise ConfigError("--test-data holds questions in the replay schema: the run's config trains no "
                           "FRAMES-family questions to fit the baselines on")
-    zoo = load_test_zoo(cfg, zoo, test_dir)
+    zoo, note = load_test_zoo(cfg, zoo, test_dir)
     families = load_families(cfg, zoo)
     families.heldout = {FRAMES: families.heldout[FRAMES]}
-    return zoo, families, os.path.basename(os.path.normpath(test_dir))
+    return zoo, families, os.path.basename(os.path.normpath(test_dir)), note
 
 
 def eval_config(run_dir: str, config: Optional[str], overrides: List[str]) -> OrchestraConfig:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import statistics
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from orchestra_ray.rollout.chat import IM_END, IM_START, SlotCard, system_prompt, tool_call_text, tool_exchange, user_message
 from orchestra_ray.config import OrchestraConfig
@@ -63,10 +63,11 @@ def load_zoo(cfg: OrchestraConfig) -> Zoo:
     return Zoo(slots, train, heldout, experts, system_prompt(cards, expert_tools(slots)), cards)
 
 
-def load_test_zoo(cfg: OrchestraConfig, zoo: Zoo, test_dir: str) -> Zoo:
-    """`zoo` with every question of another data set in the replay schema (`test_dir`) held out in
-    place of its own held-out split; the training split (what baselines are fitted on) is kept. Its
-    experts answer both. A question id the two data sets share with different text is an error."""
+def load_test_zoo(cfg: OrchestraConfig, zoo: Zoo, test_dir: str) -> Tuple[Zoo, str]:
+    """`zoo` with every question of another data set in the replay schema (`test_dir`) that every
+    arm answered held out in place of its own held-out split, and a line saying how many; the
+    training split (what baselines are fitted on) and its recorded answers are kept. A question id
+    the two data sets share with different text is an error."""
     questions = load_questions(test_dir)
     responses = load_responses(test_dir, [e.arm for e in cfg.zoo.experts])
     heldout = [q for q in questions if all(q.question_id in responses[e.arm] for e in cfg.zoo.experts)]
@@ -78,13 +79,17 @@ def load_test_zoo(cfg: OrchestraConfig, zoo: Zoo, test_dir: str) -> Zoo:
     if clash:
         raise DataError(f"{test_dir}: question ids {', '.join(clash[:3])} also name other questions of {cfg.data.path}; "
                         "give the test data ids of its own")
-    if cfg.data.max_heldout_questions:
+    note = f"test data {test_dir}: {len(heldout)} of its {len(questions)} questions have an answer of every arm"
+    if cfg.data.max_heldout_questions and len(heldout) > cfg.data.max_heldout_questions:
         heldout = heldout[: cfg.data.max_heldout_questions]
+        note += f"; the first {len(heldout)} are held out (data.max_heldout_questions)"
+    ids = {q.question_id for q in heldout}
     experts = {}
-    for e in cfg.zoo.experts:
+    for e in cfg.zoo.experts:  # the test questions' answers join the run's own, none replaced
         own = zoo.experts[e.name]
-        experts[e.name] = ReplayExpert(e.name, {**own.records, **responses[e.arm]}, own.prices, own.input_overhead)
-    return Zoo(zoo.slots, zoo.train, heldout, experts, zoo.system_prompt, zoo.cards)
+        added = {q: r for q, r in responses[e.arm].items() if q in ids}
+        experts[e.name] = ReplayExpert(e.name, {**added, **own.records}, own.prices, own.input_overhead)
+    return Zoo(zoo.slots, zoo.train, heldout, experts, zoo.system_prompt, zoo.cards), note
 
 
 def tokenizer_corpus(zoo: Zoo, cfg: OrchestraConfig, families=None) -> List[str]:

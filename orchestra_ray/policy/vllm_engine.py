@@ -17,6 +17,7 @@ before is removed from vLLM's adapter cache). The base weights never change.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -58,9 +59,12 @@ class VLLMEngine:
         self.adapter, self.lora_request, self.adapter_dir = adapter, None, None
         if adapter is not None:
             opts.setdefault("enable_lora", True)
-            opts.setdefault("max_lora_rank", adapter[0])
+            # vLLM accepts only some ranks here: the smallest of them that holds the adapter's
+            opts.setdefault("max_lora_rank", next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= adapter[0]),
+                                                  adapter[0]))
             opts.setdefault("max_loras", 1)
             self.adapter_dir = tempfile.mkdtemp(prefix="orchestra-ray-adapters-")
+            atexit.register(shutil.rmtree, self.adapter_dir, True)
         self.llm = LLM(model=model_path, dtype=dtype, max_num_seqs=max_batch_size, seed=opts.pop("seed", 0),
                        worker_extension_cls=f"{__name__}.VLLMWeightLoader", logprobs_mode="processed_logprobs",
                        **opts)

@@ -17,7 +17,7 @@ EXPERT_CALL = "call_expert"
 @dataclass
 class Escalation:
     episodes: int = 0
-    multi_call: int = 0  # episodes with two or more expert calls
+    multi_call: int = 0  # episodes that consult two or more experts
     after_abstention: int = 0  # first expert abstained ...
     second_after_abstention: int = 0  # ... and a second expert was called
     after_answer: int = 0
@@ -43,7 +43,10 @@ def escalation(records: Iterable[Mapping], grades: Mapping[str, Mapping[str, str
     for r in records:
         e = out.setdefault(r["preference_profile"], Escalation())
         e.episodes += 1
-        asked = [c["expert"] for c in r["tool_calls"] if c["name"] == EXPERT_CALL and c["expert"]]
+        asked = []  # distinct experts, in the order first asked
+        for c in r["tool_calls"]:
+            if c["name"] == EXPERT_CALL and c["expert"] and c["expert"] not in asked:
+                asked.append(c["expert"])
         e.multi_call += len(asked) >= 2
         if not asked:
             continue

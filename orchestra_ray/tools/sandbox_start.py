@@ -160,10 +160,11 @@ class Started:
 
     def discard(self) -> None:
         """Stops a sandbox that will not be used."""
-        if self.proc is not None and self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, 9)
-            self.proc.wait()
+        if self.proc is not None:
+            if self.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.proc.pid, 9)
+                self.proc.wait()
             self.proc.stdout.close()
             self.proc.stderr.close()
         self.close()
