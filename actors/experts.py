@@ -23,11 +23,16 @@ from orchestra_ray.experts.pricing import ExpertPrice, PriceTable
 HEAD_NODE_RESOURCE = "node:__internal_head__"
 
 
-def make_expert(slot: ExpertSlotConfig, price: ExpertPrice, data_path: str, input_overhead: int, base_url: Optional[str] = None):
-    """The backend object of one slot; `base_url` is where a "serve" slot's deployment answers."""
+def make_expert(slot: ExpertSlotConfig, price: ExpertPrice, data_path: str, input_overhead: int, base_url: Optional[str] = None,
+                extra_data: Sequence[str] = ()):
+    """The backend object of one slot; `base_url` is where a "serve" slot's deployment answers. A
+    replay slot also answers the questions of `extra_data` (other data sets in the replay schema,
+    such as an evaluation's test data); where a question id is in both, `data_path`'s answer wins."""
     prices = PriceTable({slot.name: price})
     if slot.backend == "replay":
-        records = load_responses(data_path, [slot.arm])[slot.arm]
+        records: Dict = {}
+        for path in (*extra_data, data_path):
+            records.update(load_responses(path, [slot.arm])[slot.arm])
         return ReplayExpert(slot.name, records, prices, input_overhead)
     if slot.backend == "serve":
         if base_url is None:
@@ -47,10 +52,11 @@ class ExpertActor:
     """Serves one slot through its backend. A backend that cannot start (an unset key variable, a
     missing arm) leaves the actor alive with the reason, for `start_experts` to report in one line."""
 
-    def __init__(self, slot: ExpertSlotConfig, price: ExpertPrice, data_path: str, input_overhead: int, base_url: Optional[str] = None):
+    def __init__(self, slot: ExpertSlotConfig, price: ExpertPrice, data_path: str, input_overhead: int, base_url: Optional[str] = None,
+                 extra_data: Sequence[str] = ()):
         self.slot, self.expert, self.error = slot.name, None, None
         try:
-            self.expert = make_expert(slot, price, data_path, input_overhead, base_url)
+            self.expert = make_expert(slot, price, data_path, input_overhead, base_url, extra_data)
         except ConfigError as exc:
             self.error = ("config", str(exc))
         except Exception as exc:
@@ -102,12 +108,13 @@ class ExpertsSpec:
     slots: Tuple[ExpertSlotConfig, ...]
     data_path: str
     input_overhead: int
+    extra_data: Tuple[str, ...] = ()  # further data sets whose questions replay slots answer too
 
     @classmethod
-    def from_config(cls, cfg: OrchestraConfig, data_path: Optional[str] = None) -> "ExpertsSpec":
+    def from_config(cls, cfg: OrchestraConfig, data_path: Optional[str] = None, extra_data: Sequence[str] = ()) -> "ExpertsSpec":
         """`data_path` overrides `data.path`."""
         return cls(tuple(copy.deepcopy(cfg.zoo.experts)), os.path.abspath(data_path or cfg.data.path),
-                   cfg.zoo.input_tokens_overhead)
+                   cfg.zoo.input_tokens_overhead, tuple(os.path.abspath(p) for p in extra_data))
 
 
 def start_experts(spec: ExpertsSpec) -> Dict[str, "ray.actor.ActorHandle"]:
@@ -127,7 +134,7 @@ def start_experts(spec: ExpertsSpec) -> Dict[str, "ray.actor.ActorHandle"]:
                 raise ConfigError(f"invalid value for config key 'zoo.experts.{i}.model': {exc}") from None
             options = {"resources": {HEAD_NODE_RESOURCE: 0.001}}
         handles[slot.name] = ExpertActor.options(**options).remote(
-            slot, prices.prices[slot.name], spec.data_path, spec.input_overhead, base_url
+            slot, prices.prices[slot.name], spec.data_path, spec.input_overhead, base_url, spec.extra_data
         )
     errors = [e for e in ray.get([h.startup_error.remote() for h in handles.values()]) if e is not None]
     if errors:

@@ -101,11 +101,11 @@ def _of_run(path: str, items: List[str]):
 
 def cmd_eval(args) -> int:
     checkpoint, run_dir, cfg, zoo, families = _of_run(args.checkpoint, args.items)
-    data_set = note = None
+    note = None
     if args.test_data:
         from pipelines.eval import with_test_data
 
-        zoo, families, data_set, note = with_test_data(cfg, zoo, families, args.test_data)
+        zoo, families, note = with_test_data(cfg, zoo, families, args.test_data)
 
     from pipelines.cluster import connect
     from pipelines.eval import run_eval
@@ -120,7 +120,7 @@ def cmd_eval(args) -> int:
         progress.note(note)
     try:
         eval_dir = run_eval(checkpoint, run_dir, cfg, zoo, families, progress, router=args.router,
-                            router_iterations=args.router_iterations, data_set=data_set)
+                            router_iterations=args.router_iterations, test_data=args.test_data)
     finally:
         ray.shutdown()
     with open(os.path.join(eval_dir, "report.md")) as f:

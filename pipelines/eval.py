@@ -145,9 +145,11 @@ def router_choices(cfg: OrchestraConfig, zoo: Zoo, families: Families, run_dir: 
 
 
 def run_eval(checkpoint: str, run_dir: str, cfg: OrchestraConfig, zoo: Zoo, families: Families, progress: Progress,
-             router: bool = True, router_iterations: int = 30, data_set: Optional[str] = None) -> str:
+             router: bool = True, router_iterations: int = 30, test_data: Optional[str] = None) -> str:
     """Runs on a connected Ray cluster; returns the eval directory (report.md inside): eval/<checkpoint>
-    for the run's own held-out split, eval/<checkpoint>/<data set> for another data set's questions."""
+    for the run's own held-out split, eval/<checkpoint>/<data set> for another data set's questions
+    (`test_data`, its directory: `with_test_data` made `zoo` and `families` hold them out)."""
+    data_set = os.path.basename(os.path.normpath(test_data)) if test_data else None
     state = ckpt.read_state(checkpoint)
     check_heldout(state, families, checkpoint)
     name = os.path.basename(checkpoint)
@@ -158,7 +160,7 @@ def run_eval(checkpoint: str, run_dir: str, cfg: OrchestraConfig, zoo: Zoo, fami
     t0 = time.time()
 
     run_id, step = os.path.basename(os.path.abspath(run_dir)), int(state.get("step", 0))
-    workers = Workers(cfg, families, zoo.slots)
+    workers = Workers(cfg, families, zoo.slots, (test_data,) if test_data else ())
     workers.start_rollout(os.path.join(checkpoint, "policy"))
     n_tasks = sum(len(p) for p in families.heldout.values()) * len(profiles)
     progress.note(f"policy: {n_tasks} held-out episodes ({', '.join(profiles)}) ...")
@@ -208,8 +210,8 @@ def _write(tdir: str, method: str, run_id: str, step: int, samples: List[Sample]
     os.replace(final + ".tmp", final)
 
 
-def with_test_data(cfg: OrchestraConfig, zoo: Zoo, families: Families, test_dir: str) -> Tuple[Zoo, Families, str, str]:
-    """(zoo, families, data set name, a line on what is held out) that hold out the questions of
+def with_test_data(cfg: OrchestraConfig, zoo: Zoo, families: Families, test_dir: str) -> Tuple[Zoo, Families, str]:
+    """(zoo, families, a line on what is held out) that hold out the questions of
     `test_dir` (another data set in the replay schema) and keep the run's training split, which
     the baselines are fitted on."""
     from pipelines.families import load_families
@@ -221,7 +223,7 @@ def with_test_data(cfg: OrchestraConfig, zoo: Zoo, families: Families, test_dir:
     zoo, note = load_test_zoo(cfg, zoo, test_dir)
     families = load_families(cfg, zoo)
     families.heldout = {FRAMES: families.heldout[FRAMES]}
-    return zoo, families, os.path.basename(os.path.normpath(test_dir)), note
+    return zoo, families, note
 
 
 def eval_config(run_dir: str, config: Optional[str], overrides: List[str]) -> OrchestraConfig:

@@ -30,8 +30,10 @@ from pipelines.families import Families
 
 
 class Workers:
-    def __init__(self, cfg: OrchestraConfig, families: Families, slots: Sequence[str]):
-        self.cfg, self.families, self.slots = cfg, families, tuple(slots)
+    def __init__(self, cfg: OrchestraConfig, families: Families, slots: Sequence[str], extra_data: Sequence[str] = ()):
+        """`extra_data`: other replay data sets whose questions the replay experts answer too (an
+        evaluation's --test-data)."""
+        self.cfg, self.families, self.slots, self.extra_data = cfg, families, tuple(slots), tuple(extra_data)
         self.store = self.code_pool = self.search = None
         self.experts: Dict[str, "ray.actor.ActorHandle"] = {}
         self.pool: Optional[RolloutPool] = None
@@ -56,7 +58,7 @@ class Workers:
         self.wait_experts()
 
     def start_experts(self) -> None:
-        self.experts = start_experts(ExpertsSpec.from_config(self.cfg))
+        self.experts = start_experts(ExpertsSpec.from_config(self.cfg, extra_data=self.extra_data))
 
     def wait_experts(self) -> None:
         ray.get([a.ready.remote() for a in self.experts.values()])

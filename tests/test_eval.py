@@ -185,6 +185,9 @@ def test_eval_on_another_data_set_holds_out_all_of_it(evaluated, frames_dir, tmp
     recs = _records(os.path.join(eval_dir, "trajectories"))
     for method in ("policy", "cascade", "oracle", "router"):
         assert sorted({r["question_id"] for r in recs[method]}) == ids, method
+    asked = [c for r in recs["policy"] for c in r["tool_calls"] if c["expert"]]
+    assert asked and all(c["ok"] for c in asked), \
+        f"the experts answer the test data's questions: {[c['error'] for c in asked if not c['ok']][:2]}"
     md = open(os.path.join(eval_dir, "report.md")).read()
     assert "other-bench, profile balanced" in md and "FRAMES, profile" not in md
     assert open(os.path.join(run_dir, "router", "fitted_on.sha256")).read() == router_key, \
