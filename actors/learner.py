@@ -157,15 +157,18 @@ class Learner:
         """The adapter factors alone, packed as they are published (rank 0; the base never changes,
         so a version costs the adapter's bytes)."""
         if self.gathered != self.version and self.adapter_gathered != self.version:
-            if self.world == 1:
-                state = self.lm.state_dict()
-                for n in self.factor_names:
-                    self.factors[n][...] = state[n].detach().float().cpu().numpy()
-            else:
-                sharding.gather_state(self.lm, self.factor_names, self.factors if self.rank == 0 else None,
-                                      int(self.cfg.publish_bucket_mb * 2**20))
+            self._collect(self.factor_names, self.factors if self.rank == 0 else None)
             self.adapter_gathered = self.version
         return self.adapter if self.rank == 0 else None
+
+    def _collect(self, names: Sequence[str], targets: Optional[Dict]) -> None:
+        """The whole values of entries `names` into rank 0's arrays `targets` (every rank takes part)."""
+        if self.world == 1:
+            state = self.lm.state_dict()
+            for n in names:
+                targets[n][...] = state[n].detach().float().cpu().numpy()
+        else:
+            sharding.gather_state(self.lm, names, targets, int(self.cfg.publish_bucket_mb * 2**20))
 
     def _gather(self) -> Optional[Dict]:
         """The whole current weights on rank 0 (base name -> array views into its publish buffer;
@@ -176,12 +179,7 @@ class Learner:
             targets = None
             if self.rank == 0:
                 targets = {**self.factors, **{n: weights[lora.published_name(n)] for n in self.names if n not in self.factors}}
-            if self.world == 1:
-                state = self.lm.state_dict()
-                for n in self.names:
-                    targets[n][...] = state[n].detach().float().cpu().numpy()
-            else:
-                sharding.gather_state(self.lm, self.names, targets, int(self.cfg.publish_bucket_mb * 2**20))
+            self._collect(self.names, targets)
             if self.rank == 0 and self.lora:
                 lora.merge_into(weights, self.factors, self.scaling)
             self.gathered = self.version

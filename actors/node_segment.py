@@ -12,6 +12,7 @@ the first write into a page that cannot be had.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from typing import Optional
@@ -75,7 +76,5 @@ class NodeSegment:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        try:
+        with contextlib.suppress(BufferError):  # a view is still alive somewhere: the mapping goes when it does
             self._mmap.close()
-        except BufferError:  # a view is still alive somewhere: the mapping goes when it does
-            pass

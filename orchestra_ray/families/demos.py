@@ -7,9 +7,9 @@ habit: the "God model" one the paper criticises (always the strongest, most expe
 the choice a prompted model makes from the system prompt alone (`listed_choice`). Or it reads: the
 "cascade" demonstrator asks experts in the order the system prompt suggests for the preference
 (`cascade_order`), escalates to the next when the answer it reads says the expert does not know
-(`says_unknown`), and relays the first real answer. None knows how often each expert is right on the
-data, so whatever the policy gains on that is learned by RL, not copied. Other families: a reference solution (the gold actions of a domain task, the program of
-an arithmetic problem).
+(`says_unknown`), and relays the first real answer. None knows how often each expert is right on
+the data, so whatever the policy gains on that is learned by RL, not copied. Other families: a
+reference solution (the gold actions of a domain task, the program of an arithmetic problem).
 """
 
 from __future__ import annotations

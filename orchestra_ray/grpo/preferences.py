@@ -81,10 +81,10 @@ def check_weights(profile: str, weights: Mapping[str, float], slots: Sequence[st
 
 def profile_vector(profile: str, slots: Sequence[str], own: Weights = None) -> PreferenceVector:
     """The preference vector of a named profile: a base name, `prefer:<slot>` / `avoid:<slot>`, or
-    one the config weighs itself (`own`: its weights replace the built-in ones of that name)."""
+    one the config weighs itself (`own`: its weights, checked when the config is read, replace the
+    built-in ones of that name)."""
     weights = {m: 0.0 for m in metric_names(slots)}
     if own and profile in own:
-        check_weights(profile, own[profile], slots)
         weights.update({m: float(w) for m, w in own[profile].items()})
         text = _BASE[profile][1] if profile in _BASE else f"Follow the profile {profile}."
         return PreferenceVector(profile, weights, text)

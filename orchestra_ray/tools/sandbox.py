@@ -180,15 +180,15 @@ def _run_unsandboxed(command: List[str], workspace: str, cfg: SandboxConfig, t0:
     return _result(proc, False, cfg, t0, out, err, stop, truncated, True, out_of_memory)
 
 
-def _result(proc, prefix, cfg, t0, out, err, stop, truncated, started, out_of_memory) -> CodeResult:
+def _result(proc, sandboxed, cfg, t0, out, err, stop, truncated, started, out_of_memory) -> CodeResult:
     wall = time.monotonic() - t0
     if not started and not stop:
         line = (_decode(err).strip().splitlines() or [f"exit status {proc.returncode}"])[0][:300]
-        if prefix:
+        if sandboxed:
             raise SandboxUnavailable(f"bubblewrap cannot create the sandbox here: {line}")
         return failed(f"the interpreter could not start: {line}", wall)
     code = proc.returncode
-    if prefix and code is not None and code > 128 and not stop:
+    if sandboxed and code is not None and code > 128 and not stop:
         code = -(code - 128)  # bubblewrap reports a program killed by signal N as exit status 128 + N
     limit = cfg.max_output_chars
     stdout, stderr = _decode(out), _decode(err)

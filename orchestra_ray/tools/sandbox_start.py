@@ -19,6 +19,7 @@ import os
 import select
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from typing import Dict, List, Optional
@@ -74,7 +75,7 @@ class Started:
         bwrap = shutil.which(cfg.bwrap)
         if bwrap is None:
             raise SandboxUnavailable(missing_bwrap(cfg))
-        python = cfg.python or __import__("sys").executable
+        python = cfg.python or sys.executable
         as_root = os.geteuid() == 0
         env = minimal_env(WORKSPACE, "/tmp")
         program_r, self.program_w = os.pipe()
@@ -91,6 +92,7 @@ class Started:
         self.group = CallCgroup.create(cfg.call_memory_mb << 20) if cfg.call_memory_mb else None
         self.info_r, self.proc = info_r, None
         self.ran = False  # the program was handed over and let run
+        self.handed = False  # the program is in bubblewrap's pipe
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, env=env, pass_fds=passed, start_new_session=True)
@@ -101,7 +103,7 @@ class Started:
             for fd in passed:
                 os.close(fd)
         if source is not None:
-            self._hand_over(source)
+            self.handed = self._hand_over(source)
         # Its processes join the call's cgroup once bubblewrap has made them, before any command runs.
         self.made = self._made(time.monotonic() + cfg.timeout_s)
         if self.made and self.group is not None:
@@ -137,7 +139,7 @@ class Started:
     def run(self, source: Optional[bytes] = None) -> bool:
         """Hands over the program (unless given when made) and lets the sandbox run it; False if the
         sandbox ended first."""
-        ok = self.made and (source is None or self._hand_over(source))
+        ok = self.made and (self.handed if source is None else self._hand_over(source))
         if ok:
             with contextlib.suppress(OSError):
                 os.write(self.block_w, b"1")
@@ -227,10 +229,3 @@ def wait_prestarted(cfg: SandboxConfig, timeout_s: float = 10.0) -> bool:
         _lock.wait_for(lambda: key not in _making, timeout_s)
         return key in _waiting
 
-
-def discard_all() -> None:
-    with _lock:
-        waiting = list(_waiting.values())
-        _waiting.clear()
-    for started in waiting:
-        started.discard()

@@ -20,7 +20,7 @@ from orchestra_ray.tools.sandbox import check_sandbox, run_code
 from orchestra_ray.tools.settings import CodePoolConfig, SandboxConfig
 
 PROGRAM = "print(1)"
-GAP_S = 0.05
+GAP_S = 0.05  # between two measured calls, all variants alike
 
 
 def median_s(fn: Callable[[], None], calls: int, sandbox: Optional[SandboxConfig] = None) -> float:

@@ -21,9 +21,7 @@ import ray
 from orchestra_ray.tools import sandbox_start
 from orchestra_ray.tools.sandbox import check_sandbox, run_code
 from orchestra_ray.tools.settings import CodePoolConfig, SandboxConfig
-from pipelines.bench.sandbox import PROGRAM, _checked
-
-GAP_S = 0.05  # between two measured calls, all variants alike
+from pipelines.bench.sandbox import GAP_S, PROGRAM, _checked
 
 
 def run(calls: int = 20, pool_calls: int = 40, pool_workers: int = 2) -> Dict:
