@@ -24,7 +24,7 @@ from actors.common import ActorResources, quiet_torch_process
 from actors.weight_transport import empty_packed, flatten_parameters, pack_state, publish_packed, unpack_state
 from orchestra_ray.checkpoint import check_resumable
 from orchestra_ray.config import OrchestraConfig, TrainerConfig, WeightsConfig
-from orchestra_ray.grpo.policy_update import grpo_update, reference_logprobs, sft_update
+from orchestra_ray.grpo.policy_update import SupervisedRun, grpo_update, reference_logprobs
 from orchestra_ray.policy import lora, sharding
 from orchestra_ray.policy.safe_load import torch_load
 from orchestra_ray.policy.tiny_model import load_policy
@@ -89,6 +89,7 @@ class Learner:
         self.sender = CollectiveSender(weight_store, w.bucket_mb, w.timeout_s, w.shared_memory) if w.transport == "collective" and rank == 0 else None
         self.generator = torch.Generator().manual_seed(spec.seed)
         self.reference = None
+        self.sft: Optional[SupervisedRun] = None  # the warm start under way
         self.busy_s = 0.0
         self.gathered = None  # the version rank 0's buffer holds
         self.adapter_gathered = None  # the version its adapter buffer holds (trainer.lora.publish=adapter)
@@ -225,11 +226,23 @@ class Learner:
         return self.version
 
     def warm_start(self, demos: Sequence[dict], epochs: int, batch_size: int, lr: float, seed: int) -> List[float]:
-        """Supervised stage with its own optimizer; the GRPO optimizer starts fresh afterwards."""
+        """The whole supervised stage in one call: its loss per epoch."""
+        return self.warm_start_run(self.warm_start_begin(demos, epochs, batch_size, lr, seed))
+
+    def warm_start_begin(self, demos: Sequence[dict], epochs: int, batch_size: int, lr: float, seed: int) -> int:
+        """Starts the supervised stage with its own optimizer (GRPO's starts fresh after it): its batches."""
+        self.sft = SupervisedRun(self.model, self._optimizer(lr), demos, epochs=epochs, batch_size=batch_size,
+                                 max_grad_norm=self.cfg.max_grad_norm, seed=seed, rank=self.rank, world=self.world)
+        return len(self.sft.batches)
+
+    def warm_start_run(self, batches: int) -> Optional[List[float]]:
+        """The stage's next `batches` batches: its loss per epoch once every batch is taken, else None."""
         with self.weights_lock:
             self.gathered = self.adapter_gathered = None
-            return sft_update(self.model, self._optimizer(lr), demos, epochs=epochs, batch_size=batch_size,
-                              max_grad_norm=self.cfg.max_grad_norm, seed=seed, rank=self.rank, world=self.world)
+            if not self.sft.run(batches):
+                return None
+            losses, self.sft = self.sft.losses(), None
+            return losses
 
     def train_step(self, batch: TrainBatch, ref_logprobs: Optional[Sequence[Sequence[float]]], temperature: float) -> Dict[str, float]:
         """PPO-clip steps on the kept samples' batch, then the new version published."""
@@ -240,7 +253,7 @@ class Learner:
                 clip_low=self.cfg.clip_low, clip_high=self.cfg.clip_high, kl_coef=self.cfg.kl_coef,
                 max_grad_norm=self.cfg.max_grad_norm, epochs=self.cfg.epochs, mini_batches=self.cfg.mini_batches,
                 micro_batch_size=self.cfg.micro_batch_size, temperature=temperature, generator=self.generator,
-                rank=self.rank, world=self.world,
+                rank=self.rank, world=self.world, max_tokens_per_micro_batch=self.cfg.max_tokens_per_micro_batch,
             )
             t1 = time.perf_counter()
             stats["version"] = float(self.publish())
@@ -340,7 +353,8 @@ class Learner:
         t0 = time.perf_counter()
         try:
             return reference_logprobs(self.reference, batch.token_ids, self.cfg.micro_batch_size, temperature,
-                                      batch.loss_masks, rank=self.rank, world=self.world)
+                                      batch.loss_masks, rank=self.rank, world=self.world,
+                                      max_tokens=self.cfg.max_tokens_per_micro_batch)
         finally:
             self.busy_s += time.perf_counter() - t0
 

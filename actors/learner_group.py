@@ -111,6 +111,13 @@ class LearnerGroup:
         parts = await self._all("warm_start", ray.put(demos), epochs, batch_size, lr, seed)  # one copy for all ranks
         return [sum(p[e] for p in parts) for e in range(len(parts[0]))]
 
+    async def warm_start_begin(self, demos: Sequence[dict], epochs: int, batch_size: int, lr: float, seed: int) -> int:
+        return (await self._all("warm_start_begin", ray.put(demos), epochs, batch_size, lr, seed))[0]
+
+    async def warm_start_run(self, batches: int) -> Optional[List[float]]:
+        parts = await self._all("warm_start_run", batches)  # every rank takes the same batches
+        return None if parts[0] is None else [sum(p[e] for p in parts) for e in range(len(parts[0]))]
+
     async def train_step(self, batch: TrainBatch, ref_logprobs: Optional[Sequence[Sequence[float]]],
                          temperature: float) -> Dict[str, float]:
         ref = None if ref_logprobs is None else ray.put(ref_logprobs)

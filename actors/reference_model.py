@@ -19,7 +19,7 @@ from orchestra_ray.rollout.sample import TrainBatch
 @dataclass(frozen=True)
 class ReferenceSpec:
     """The frozen policy to load, how it computes (the learner's dtype, device, threads and micro
-    batch) and what it asks Ray for (the learner's resources)."""
+    batches) and what it asks Ray for (the learner's resources)."""
 
     policy_path: str
     dtype: str
@@ -27,12 +27,13 @@ class ReferenceSpec:
     torch_threads: int
     micro_batch_size: int
     resources: ActorResources
+    max_tokens_per_micro_batch: int = 0  # > 0: packed micro-batches of this many tokens (grpo/packing.py)
 
     @classmethod
     def from_config(cls, cfg: OrchestraConfig, policy_path: str) -> "ReferenceSpec":
         t = cfg.trainer
         return cls(policy_path, cfg.policy.dtype, cfg.policy.device, t.torch_threads, t.micro_batch_size,
-                   ActorResources(t.num_cpus, t.num_gpus, dict(t.resources)))
+                   ActorResources(t.num_cpus, t.num_gpus, dict(t.resources)), t.max_tokens_per_micro_batch)
 
 
 # Its only state is the frozen weights it loads at start, and log-probs are a pure function of
@@ -43,7 +44,7 @@ class ReferenceModel:
         quiet_torch_process(spec.torch_threads)
         self.model, _ = load_policy(spec.policy_path, spec.dtype, spec.device)
         self.model.eval()
-        self.micro_batch_size = spec.micro_batch_size
+        self.micro_batch_size, self.max_tokens = spec.micro_batch_size, spec.max_tokens_per_micro_batch
         self.busy_s = 0.0
 
     def pid(self) -> int:
@@ -53,7 +54,8 @@ class ReferenceModel:
         """Per-token log-probs of the batch's sequences where their loss masks are 1 (0 elsewhere)."""
         t0 = time.perf_counter()
         try:
-            got = reference_logprobs(self.model, batch.token_ids, self.micro_batch_size, temperature, batch.loss_masks)
+            got = reference_logprobs(self.model, batch.token_ids, self.micro_batch_size, temperature, batch.loss_masks,
+                                     max_tokens=self.max_tokens)
             return [got[i] for i in range(len(batch))]
         finally:
             self.busy_s += time.perf_counter() - t0

@@ -245,6 +245,8 @@ def validate(cfg: OrchestraConfig) -> None:
     _require(t.checkpoint_every >= 1, "trainer.checkpoint_every", "must be at least 1")
     _require(t.placement_strategy in PLACEMENT_STRATEGIES, "trainer.placement_strategy",
              f"must be one of {', '.join(PLACEMENT_STRATEGIES)}, got {t.placement_strategy!r}")
+    _require(t.max_tokens_per_micro_batch >= 0, "trainer.max_tokens_per_micro_batch",
+             f"must not be negative (0: padded micro-batches of trainer.micro_batch_size), got {t.max_tokens_per_micro_batch}")
     _require(t.mixed_precision in MIXED_PRECISION, "trainer.mixed_precision",
              f"must be one of {', '.join(MIXED_PRECISION)}, got {t.mixed_precision!r}")
     for key, dtype in (("policy.dtype", cfg.policy.dtype), ("rollout.dtype", r.dtype or cfg.policy.dtype)):

@@ -94,7 +94,7 @@ def layout(cfg: OrchestraConfig, gpu: Optional[float] = None, host: Optional[flo
         num_learners=t.num_learners, learner_device=device, param_dtype=p.dtype,
         compute_dtype="bfloat16" if t.mixed_precision == "bfloat16" else p.dtype,
         cpu_offload=t.cpu_offload, gradient_checkpointing=t.gradient_checkpointing,
-        micro_batch_size=t.micro_batch_size, seq_len=r.max_total_tokens,
+        micro_batch_size=t.micro_batch_size, max_tokens_per_micro_batch=t.max_tokens_per_micro_batch, seq_len=r.max_total_tokens,
         policy_tokens=min(r.max_total_tokens, r.max_turns * r.max_new_tokens),
         lora_rank=t.lora.rank, lora_targets=tuple(t.lora.target_modules), reference=t.kl_coef > 0,
         engine=p.engine, engine_dtype=r.dtype or p.dtype, rollout_device=device, rollout_workers=workers, engine_batch=r.max_batch_size,

@@ -1,25 +1,73 @@
-"""What the user sees: one live line per step, evaluation lines and the final summary."""
+"""What the user sees: the long stages' progress (pre-training, warm start), one live line per step,
+evaluation lines and the final summary."""
 
 from __future__ import annotations
 
 import sys
-from typing import Dict, Optional
+import time
+from typing import Callable, Dict, Optional
 
 from tqdm import tqdm
 
 from orchestra_ray.families.task import FRAMES
 
 
+def _tty(stream) -> bool:
+    return getattr(stream, "isatty", lambda: False)()
+
+
+class Stage:
+    """A long stage that reports (done, total) as it goes (pre-training the tiny base model, the warm
+    start): a bar on a terminal; in a log its size when it starts, then a line every `every_s`
+    seconds with the rate and the time left."""
+
+    def __init__(self, desc: str, unit: str, stream, every_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
+        self.desc, self.unit, self.stream, self.every_s, self.clock = desc, unit, stream, every_s, clock
+        self.bar: Optional[tqdm] = None
+        self.start: Optional[tuple] = None  # (time, done) of the first report
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if self.start is None:
+            self.start, self.last = (now, done), now
+            if _tty(self.stream):
+                self.bar = tqdm(total=total, initial=done, desc=self.desc, unit=f" {self.unit}", file=self.stream,
+                                dynamic_ncols=True, leave=False,
+                                bar_format="{desc} {n_fmt}/{total_fmt} |{bar:20}| {rate_fmt} {elapsed}<{remaining}")
+            else:
+                print(f"{self.desc}: {total} {self.unit}", file=self.stream, flush=True)
+        elif self.bar is not None:
+            self.bar.update(done - self.bar.n)
+        elif now - self.last >= self.every_s and done < total:
+            self.last = now
+            print(self.line(done, total, now), file=self.stream, flush=True)
+        if done >= total and self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def line(self, done: int, total: int, now: float) -> str:
+        t0, d0 = self.start
+        rate = (done - d0) / max(now - t0, 1e-9)
+        left = tqdm.format_interval((total - done) / rate) if rate > 0 else "?"
+        return (f"{self.desc}: {done}/{total} {self.unit}  {rate:.2f} {self.unit}/s  "
+                f"elapsed {tqdm.format_interval(now - t0)}, {left} left")
+
+
 class Progress:
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, every_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
         self.stream = stream or sys.stdout
         self.bar: Optional[tqdm] = None
+        self.every_s, self.clock = every_s, clock  # a stage's log lines (Stage)
+
+    def stage(self, desc: str, unit: str) -> Stage:
+        return Stage(desc, unit, self.stream, self.every_s, self.clock)
 
     def note(self, text: str) -> None:
         (self.bar.write if self.bar else lambda t: print(t, file=self.stream, flush=True))(text)
 
     def start(self, total: int, done: int) -> None:
-        if not getattr(self.stream, "isatty", lambda: False)():
+        if not _tty(self.stream):
             return  # logs and pipes get the per-step lines only
         self.bar = tqdm(total=total, initial=done, desc="GRPO", unit="step", file=self.stream, dynamic_ncols=True,
                         bar_format="{desc} {n_fmt}/{total_fmt} |{bar:20}| {elapsed}<{remaining} {postfix}")

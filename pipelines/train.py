@@ -64,7 +64,8 @@ class Trainer:
 
     # ---- set-up -------------------------------------------------------------------------------
     def policy_path(self) -> str:
-        return initial_policy_path(self.zoo, self.cfg, self.families)
+        pretraining = self.progress.stage("pre-training the tiny base model", "steps")
+        return initial_policy_path(self.zoo, self.cfg, self.families, pretraining)
 
     # The actors this driver calls, started and owned by `self.workers`.
     learner = property(lambda self: self.workers.learner)
@@ -77,7 +78,7 @@ class Trainer:
         tools = RayToolClient({}, self.code_pool, self.workers.search, self.cfg.tools.sandbox.max_output_chars)
         losses, self.demonstrations = run_warm_start(self.cfg, self.zoo, self.families,
                                                      self.sampler.counts(self.cfg.warm_start.examples), self.learner, tools,
-                                                     policy_path)
+                                                     policy_path, self.progress.stage("warm start", "batches"))
         return losses
 
     def rollout(self, tasks: List[Task], group_size: int, temperature: float, seed: int,

@@ -10,11 +10,12 @@ and search through their actors, a domain's functions on a fresh copy of its dat
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import ray
 
-from orchestra_ray.config import OrchestraConfig
+from orchestra_ray.config import OrchestraConfig, WarmStartConfig
 from orchestra_ray.experts.base import InProcessExperts
 from orchestra_ray.families.demos import scripted_demo
 from orchestra_ray.families.family import EpisodeState
@@ -56,13 +57,31 @@ def demonstrations(cfg: OrchestraConfig, zoo: Zoo, families: Families, chat: Cha
     return demos
 
 
+CHUNK_S = 1.0  # about this long per call of the learner: progress every second, one actor call's overhead
+
+
+def fine_tune(learner, demos: List[dict], w: WarmStartConfig, seed: int, report: Callable[[int, int], None]) -> List[float]:
+    """The learner's supervised stage, a chunk of batches per call (sized to take about CHUNK_S), so
+    that the driver shows its progress through `report(done, total)`: the loss of each epoch."""
+    total = ray.get(learner.warm_start_begin.remote(demos, w.epochs, w.batch_size, w.lr, seed))
+    done, chunk = 0, 1
+    report(done, total)
+    while True:
+        t0 = time.monotonic()
+        losses = ray.get(learner.warm_start_run.remote(chunk))
+        done = min(total, done + chunk)
+        report(done, total)
+        if losses is not None:
+            return losses
+        chunk = max(1, min(4 * chunk, int(chunk * CHUNK_S / max(time.monotonic() - t0, 1e-3))))
+
+
 def run_warm_start(cfg: OrchestraConfig, zoo: Zoo, families: Families, shares: Mapping[str, int], learner, tools: ToolClient,
-                   policy_path: str) -> Tuple[List[float], int]:
+                   policy_path: str, report: Callable[[int, int], None] = lambda done, total: None) -> Tuple[List[float], int]:
     """Fine-tunes `learner` (its actor) on the demonstrations: the loss of each epoch, and how many
-    demonstrations there were."""
+    demonstrations there were; `report(done, total)`: the batches taken, after each chunk."""
     from transformers import AutoTokenizer
 
     chat = ChatFormat(AutoTokenizer.from_pretrained(policy_path))
     demos = demonstrations(cfg, zoo, families, chat, shares, tools)
-    w = cfg.warm_start
-    return ray.get(learner.warm_start.remote(demos, w.epochs, w.batch_size, w.lr, cfg.run.seed)), len(demos)
+    return fine_tune(learner, demos, cfg.warm_start, cfg.run.seed, report), len(demos)

@@ -168,9 +168,10 @@ def pretraining_documents(zoo: Zoo, cfg: OrchestraConfig, families=None) -> List
     return docs
 
 
-def initial_policy_path(zoo: Zoo, cfg: OrchestraConfig, families=None) -> str:
+def initial_policy_path(zoo: Zoo, cfg: OrchestraConfig, families=None, on_step=None) -> str:
     """The policy a run starts from: `policy.model` when it names one, else the tiny base model of
-    this zoo and these families (built on first use, then read from `policy.cache_dir`)."""
+    this zoo and these families (built on first use, then read from `policy.cache_dir`);
+    `on_step(done, total)`: its pre-training's progress, when it is built."""
     p = cfg.policy
     if p.model != "tiny":
         try:  # a known name or a GGUF file: its HF folder, built on first use
@@ -178,4 +179,4 @@ def initial_policy_path(zoo: Zoo, cfg: OrchestraConfig, families=None) -> str:
         except pretrained.PretrainedUnavailable as exc:
             raise ConfigError(str(exc)) from None
     return tiny_policy_path(p.tiny, tokenizer_corpus(zoo, cfg, families), p.cache_dir,
-                            pretraining_documents(zoo, cfg, families), added_tokens(zoo, families))
+                            pretraining_documents(zoo, cfg, families), added_tokens(zoo, families), on_step)

@@ -46,6 +46,7 @@ def config_error(frames_dir: str, *overrides: str, path: str = QUICKSTART) -> st
     ("rollout.max_total_tokens=-1", "rollout.max_total_tokens"),
     ("rollout.num_cpus_per_worker=-0.5", "rollout.num_cpus_per_worker"),
     ("trainer.epochs=0", "trainer.epochs"),
+    ("trainer.max_tokens_per_micro_batch=-1", "trainer.max_tokens_per_micro_batch"),
     ("trainer.num_gpus=-1", "trainer.num_gpus"),
     ("warm_start.batch_size=0", "warm_start.batch_size"),
     ("warm_start.examples=-8", "warm_start.examples"),

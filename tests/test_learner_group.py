@@ -84,10 +84,12 @@ def assert_stats_close(one, two):
 @pytest.fixture(scope="module")
 def pair(policy):
     """One learner (and its reference-model actor) and a group of two, on the same policy; the group
-    recomputes activations in its backward pass (gradient checkpointing), which changes no number."""
+    recomputes activations in its backward pass (gradient checkpointing) and packs its micro-batches
+    into rows of 48 tokens (several per rank, in lockstep) where the one learner pads them, which
+    changes no number."""
     stores = [start_weight_store(), start_weight_store()]
-    one = start_learner(spec(policy, 1), stores[0])
-    two = start_learner(spec(policy, 2, gradient_checkpointing=True), stores[1])
+    one = start_learner(spec(policy, 1, max_tokens_per_micro_batch=0), stores[0])
+    two = start_learner(spec(policy, 2, gradient_checkpointing=True, max_tokens_per_micro_batch=48), stores[1])
     ref_one = start_reference(ReferenceSpec(policy, DTYPE, "cpu", 1, 2, ActorResources(0.25)))
     ray.get(two.load_reference.remote(policy))
     return one, two, ref_one, stores

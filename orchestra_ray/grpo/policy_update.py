@@ -12,6 +12,7 @@ import torch
 
 from orchestra_ray.errors import NonFiniteUpdate
 from orchestra_ray.grpo.loss import policy_loss, sft_loss, target_logprobs, token_logprobs
+from orchestra_ray.grpo.packing import install_sequence_sdpa, pack_row
 from orchestra_ray.grpo.shares import rank_micro_batches
 from orchestra_ray.policy.sharding import PositionLogits, split_head
 from orchestra_ray.rollout.sample import TrainBatch
@@ -32,12 +33,15 @@ def compute_device(model) -> torch.device:
 
 
 def sequence_logprobs(model, token_ids: Sequence[Sequence[int]], temperature: float = 1.0, pad_id: int = 0,
-                      masks: Optional[Sequence[Sequence[int]]] = None) -> torch.Tensor:
+                      masks: Optional[Sequence[Sequence[int]]] = None, packed: bool = False) -> torch.Tensor:
     """Per-token log-probs (batch, width) of right-padded sequences; position 0 and padding get 0.
 
     With `masks`, only positions whose mask is 1 are computed (the others get 0): the output
     projection and softmax over the vocabulary run on those positions alone, not on every prompt
-    and tool-output token, which is most of an episode."""
+    and tool-output token, which is most of an episode. With `packed` the model runs on the
+    sequences concatenated into one row (grpo/packing.py), no padding; the output is the same."""
+    if packed:
+        return _packed_logprobs(model, token_ids, temperature, masks)
     ids = pad_right(token_ids, pad_id, torch.long)
     attn = pad_right([[1] * len(t) for t in token_ids], 0, torch.long)
     device = compute_device(model)
@@ -63,19 +67,40 @@ def sequence_logprobs(model, token_ids: Sequence[Sequence[int]], temperature: fl
     return out.index_put((rows, cols), picked)
 
 
+def _packed_logprobs(model, token_ids, temperature, masks) -> torch.Tensor:
+    """`sequence_logprobs` of one packed row: position ids restart at each sequence, no attention
+    mask and no KV cache (which would hide the restarts from transformers' mask), the sequences'
+    bounds passed to the attention function: attention stays within each sequence (grpo/packing.py)."""
+    install_sequence_sdpa()
+    p = pack_row(token_ids, masks).to(compute_device(model))
+    kw = p.attention_kwargs()
+    if isinstance(model, PositionLogits):
+        logits = model(p.ids, None, torch.zeros_like(p.flat), p.flat, **kw)
+    elif (split := split_head(model)) is not None:
+        decoder, head = split
+        hidden = decoder(input_ids=p.ids, **kw).last_hidden_state
+        logits = head(hidden[0, p.flat - 1])  # position t is predicted from t-1
+    else:
+        logits = model(input_ids=p.ids, **kw).logits[0, p.flat - 1]
+    picked = target_logprobs(logits, p.ids[0, p.flat], temperature)
+    out = torch.zeros(p.shape, dtype=picked.dtype, device=p.ids.device)
+    return out.index_put((p.rows, p.cols), picked)
+
+
 @torch.no_grad()
 def reference_logprobs(model, token_ids: Sequence[Sequence[int]], micro_batch_size: int, temperature: float = 1.0,
                        masks: Optional[Sequence[Sequence[int]]] = None, rank: int = 0,
-                       world: int = 1) -> Dict[int, List[float]]:
+                       world: int = 1, max_tokens: int = 0) -> Dict[int, List[float]]:
     """Log-probs per token (0 where `masks`, when given, is 0: only policy tokens need them), by
-    batch index: all of them at world size 1, this rank's token-balanced share otherwise."""
+    batch index: all of them at world size 1, this rank's token-balanced share otherwise. Micro-batches
+    are `micro_batch_size` padded sequences, or with `max_tokens` > 0 packed rows of that many tokens."""
     out: Dict[int, List[float]] = {}
     lengths = [len(t) for t in token_ids]
-    for rows in rank_micro_batches(range(len(token_ids)), lengths, micro_batch_size, rank, world):
+    for rows in rank_micro_batches(range(len(token_ids)), lengths, micro_batch_size, rank, world, max_tokens):
         real = bool(rows)
         rows = rows or [0]  # an empty micro-batch still takes part in the collectives
         lp = sequence_logprobs(model, [token_ids[i] for i in rows], temperature,
-                               masks=None if masks is None else [masks[i] for i in rows]).cpu()
+                               masks=None if masks is None else [masks[i] for i in rows], packed=max_tokens > 0).cpu()
         if real:
             out.update((i, lp[j, : lengths[i]].tolist()) for j, i in enumerate(rows))
     return out
@@ -109,8 +134,11 @@ def grpo_update(
     generator: Optional[torch.Generator] = None,
     rank: int = 0,
     world: int = 1,
+    max_tokens_per_micro_batch: int = 0,
 ) -> Dict[str, float]:
     """PPO-clip steps over the kept samples of `batch`; its rollout log-probs are the old policy's.
+    Micro-batches are `micro_batch_size` padded sequences, or with `max_tokens_per_micro_batch` > 0
+    packed rows of at most that many tokens (grpo/packing.py; a longer sequence alone).
     Loss is a token-mean over each mini-batch, over the tokens of all ranks: in a learner group of
     `world` ranks this rank takes its token-balanced share of each mini-batch, the gradients are
     summed across ranks, and the update is the one a single learner takes on the whole mini-batch
@@ -132,11 +160,12 @@ def grpo_update(
             optimizer.zero_grad(set_to_none=True)
             mb_stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0}
             lengths = [len(batch.token_ids[i]) for i in idx]
-            for rows in rank_micro_batches(idx, lengths, micro_batch_size, rank, world):
+            for rows in rank_micro_batches(idx, lengths, micro_batch_size, rank, world, max_tokens_per_micro_batch):
                 weight = 1.0 if rows else 0.0  # an empty micro-batch: a zero-weight pass for the collectives
                 rows = rows or idx[:1]
                 masks = [batch.loss_masks[i] for i in rows]
-                lp = sequence_logprobs(model, [batch.token_ids[i] for i in rows], temperature, masks=masks)
+                lp = sequence_logprobs(model, [batch.token_ids[i] for i in rows], temperature, masks=masks,
+                                       packed=max_tokens_per_micro_batch > 0)
                 mask = pad_right(masks, 0, torch.float32).to(device)
                 mask[:, 0] = 0.0  # nothing predicts the first token
                 old = pad_right([batch.rollout_logprobs[i] for i in rows], 0.0, torch.float32).to(device)
@@ -166,32 +195,44 @@ def grpo_update(
     return {k: v / max(1, n_updates) for k, v in stats.items()} | {"optimizer_steps": float(n_updates)}
 
 
-def sft_update(model, optimizer, samples: Sequence[dict], *, epochs: int, batch_size: int, max_grad_norm: float, seed: int,
-               rank: int = 0, world: int = 1) -> List[float]:
-    """Supervised warm start on demonstrations (token_ids, loss_mask); returns the loss per epoch
-    (this rank's part of it in a learner group, which splits each batch as `grpo_update` does)."""
-    model.train()
-    device = compute_device(model)
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in range(epochs):
-        order = torch.randperm(len(samples), generator=g).tolist()
-        total, count = 0.0, 0
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
+class SupervisedRun:
+    """Supervised warm start on demonstrations (token_ids, loss_mask), taken a few batches at a time
+    (`run`), so that the driver can show its progress between calls; `losses()`: the mean loss of
+    each epoch (this rank's part of it in a learner group, which splits each batch as `grpo_update`
+    does)."""
+
+    def __init__(self, model, optimizer, samples: Sequence[dict], *, epochs: int, batch_size: int, max_grad_norm: float,
+                 seed: int, rank: int = 0, world: int = 1):
+        self.model, self.optimizer, self.samples = model, optimizer, samples
+        self.max_grad_norm, self.rank, self.world = max_grad_norm, rank, world
+        g = torch.Generator().manual_seed(seed)
+        orders = [torch.randperm(len(samples), generator=g).tolist() for _ in range(epochs)]
+        self.batches = [(e, order[i : i + batch_size]) for e, order in enumerate(orders) for i in range(0, len(order), batch_size)]
+        self.sums, self.counts = [0.0] * epochs, [0] * epochs
+        self.done = 0
+
+    def losses(self) -> List[float]:
+        return [total / max(1, count) for total, count in zip(self.sums, self.counts)]
+
+    def run(self, n: int) -> bool:
+        """The next `n` batches (fewer at the end); whether every batch has been taken."""
+        samples, device = self.samples, compute_device(self.model)
+        self.model.train()
+        for epoch, idx in self.batches[self.done : self.done + n]:
             tokens = max(1.0, float(sum(sum(samples[j]["loss_mask"][1:]) for j in idx)))
-            mine = rank_micro_batches(idx, [len(samples[j]["token_ids"]) for j in idx], len(idx), rank, world)[0]
+            mine = rank_micro_batches(idx, [len(samples[j]["token_ids"]) for j in idx], len(idx), self.rank, self.world)[0]
             rows = [samples[j] for j in (mine or idx[:1])]  # an empty share: a zero-weight pass
-            lp = sequence_logprobs(model, [r["token_ids"] for r in rows], masks=[r["loss_mask"] for r in rows])
+            lp = sequence_logprobs(self.model, [r["token_ids"] for r in rows], masks=[r["loss_mask"] for r in rows])
             mask = pad_right([r["loss_mask"] for r in rows], 0, torch.float32).to(device)
             mask[:, 0] = 0.0
             loss = sft_loss(lp, mask, tokens) * (1.0 if mine else 0.0)
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            check_finite(optimizer, grad_norm, float(loss.detach()), "warm-start")
-            optimizer.step()
-            total, count = total + float(loss.detach()), count + 1
-        losses.append(total / max(1, count))
-    model.eval()
-    return losses
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+            check_finite(self.optimizer, grad_norm, float(loss.detach()), "warm-start")
+            self.optimizer.step()
+            self.sums[epoch] += float(loss.detach())
+            self.counts[epoch] += 1
+            self.done += 1
+        self.model.eval()
+        return self.done == len(self.batches)

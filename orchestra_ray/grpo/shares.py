@@ -1,5 +1,5 @@
 """How the ranks of a learner group split a mini-batch: token-balanced shares, and micro-batches of
-one count on every rank.
+one count on every rank: chunks of a number of sequences, or sequences packed up to a token budget.
 
 Under FSDP every forward and backward pass is a collective (parameters are all-gathered layer by
 layer, gradients reduce-scattered), so all ranks must run the same number of passes: a rank whose
@@ -31,14 +31,37 @@ def token_balanced_shares(lengths: Sequence[int], world: int) -> List[List[int]]
     return [sorted(s) for s in shares]
 
 
+def pack_by_tokens(rows: Sequence[int], lengths: Sequence[int], max_tokens: int) -> List[List[int]]:
+    """`rows` (batch indices; `lengths` their sequence lengths, in the same order) packed into bins
+    of at most `max_tokens` tokens, first-fit decreasing (a sequence longer than the budget gets a
+    bin of its own); each bin keeps the batch's order."""
+    bins: List[List[int]] = []
+    load: List[int] = []
+    for j in sorted(range(len(rows)), key=lambda j: (-lengths[j], j)):
+        k = next((k for k in range(len(bins)) if load[k] + lengths[j] <= max_tokens), len(bins))
+        if k == len(bins):
+            bins.append([])
+            load.append(0)
+        bins[k].append(j)
+        load[k] += lengths[j]
+    return [[rows[j] for j in sorted(b)] for b in bins]
+
+
 def rank_micro_batches(rows: Sequence[int], lengths: Sequence[int], micro_batch_size: int, rank: int,
-                       world: int) -> List[List[int]]:
+                       world: int, max_tokens: int = 0) -> List[List[int]]:
     """This rank's micro-batches of `rows` (batch indices; `lengths` their sequence lengths, in the
-    same order): its token-balanced share cut into chunks of `micro_batch_size`, then empty lists up
-    to the largest count of any rank. At world size 1: `rows` in chunks, as a single learner takes them."""
+    same order): its token-balanced share cut into chunks of `micro_batch_size`, or with `max_tokens`
+    > 0 packed into bins of that many tokens (`pack_by_tokens`), then empty lists up to the largest
+    count of any rank. At world size 1: `rows` in chunks (or bins), as a single learner takes them."""
     size = max(1, micro_batch_size)
-    shares = [list(rows)] if world == 1 else [[rows[j] for j in s] for s in token_balanced_shares(lengths, world)]
-    count = max(-(-len(s) // size) for s in shares)
-    mine = shares[rank]
-    chunks = [mine[i : i + size] for i in range(0, len(mine), size)]
-    return chunks + [[] for _ in range(count - len(chunks))]
+    pos = range(len(rows))
+    shares = [list(pos)] if world == 1 else token_balanced_shares(lengths, world)
+
+    def cut(share: List[int]) -> List[List[int]]:
+        if max_tokens > 0:
+            return [[rows[j] for j in b] for b in pack_by_tokens(share, [lengths[j] for j in share], max_tokens)]
+        return [[rows[j] for j in share[i : i + size]] for i in range(0, len(share), size)]
+
+    plans = [cut(s) for s in shares]  # every rank's, for the count all of them run
+    count = max(len(p) for p in plans)
+    return plans[rank] + [[] for _ in range(count - len(plans[rank]))]

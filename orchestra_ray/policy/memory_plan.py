@@ -106,6 +106,7 @@ class Layout:
     cpu_offload: bool = False
     gradient_checkpointing: bool = False
     micro_batch_size: int = 16
+    max_tokens_per_micro_batch: int = 0  # > 0: packed micro-batches of this many tokens, micro_batch_size unused
     seq_len: int = 1536  # longest episode, prompt included
     policy_tokens: int = 1536  # the policy's own tokens of one episode (where logits are computed)
     lora_rank: int = 0
@@ -176,14 +177,14 @@ def learner_items(shape: ModelShape, lay: Layout) -> List[Item]:
         # embeddings/head at the root; their gradients before the reduce-scatter
         gathered = (2 * shape.layer_parameters() + shape.vocab * shape.hidden * (1 if shape.tied else 2)) * cb
         items.append(Item("learner rank", "gathered layers (FSDP)", gathered * (1 if lay.lora_rank else 2), work_dev))
-    tokens = lay.micro_batch_size * lay.seq_len
+    tokens, positions = pass_tokens(lay)
     per_layer = shape.activation_elements_per_token() * tokens * cb
     if lay.gradient_checkpointing:
         acts = shape.layers * shape.hidden * tokens * cb + per_layer
         items.append(Item("learner rank", "activations (checkpointed)", acts, work_dev))
     else:
         items.append(Item("learner rank", "activations", shape.layers * per_layer, work_dev))
-    logits = lay.micro_batch_size * lay.policy_tokens * shape.vocab * (cb + 4 * LOGIT_COPIES - (4 if cb == 4 else 0))
+    logits = positions * shape.vocab * (cb + 4 * LOGIT_COPIES - (4 if cb == 4 else 0))
     items.append(Item("learner rank", "logits of the policy's tokens", logits, work_dev))
     if n > 1 and lay.reference:
         items.append(Item("learner rank", "reference model (its shard)", p * pb / n, state_dev))
@@ -197,18 +198,28 @@ def learner_items(shape: ModelShape, lay: Layout) -> List[Item]:
     return items
 
 
+def pass_tokens(lay: Layout) -> Tuple[int, int]:
+    """(tokens, positions whose logits are computed) of the largest forward pass: micro_batch_size
+    padded longest episodes, or a packed row of the token budget (one longest episode if longer),
+    holding as many episodes' worth of policy tokens as longest episodes fit in it."""
+    if lay.max_tokens_per_micro_batch <= 0:
+        return lay.micro_batch_size * lay.seq_len, lay.micro_batch_size * lay.policy_tokens
+    tokens = max(lay.max_tokens_per_micro_batch, lay.seq_len)
+    return tokens, min(tokens, -(-tokens // lay.seq_len) * lay.policy_tokens)
+
+
 def reference_items(shape: ModelShape, lay: Layout) -> List[Item]:
     if not lay.reference or lay.num_learners > 1:
         return []
     gpu = lay.learner_device == "cuda"
     dev = "gpu" if gpu else "host"
-    tokens = lay.micro_batch_size * lay.seq_len
+    tokens, positions = pass_tokens(lay)
     cb = _bytes(lay.param_dtype)
     # no backward: one layer's activations and the logits of one micro-batch at a time
     return [Item("reference", "runtime", RUNTIME_BYTES["cuda" if gpu else "cpu"], dev),
             Item("reference", "parameters (frozen)", shape.parameters() * cb, dev),
             Item("reference", "activations (inference)", 2 * shape.hidden * tokens * cb
-                 + lay.micro_batch_size * lay.policy_tokens * shape.vocab * 4 * 2, dev)]
+                 + positions * shape.vocab * 4 * 2, dev)]
 
 
 def rollout_items(shape: ModelShape, lay: Layout) -> List[Item]:
@@ -267,9 +278,10 @@ def plan(shape: ModelShape, lay: Layout) -> Plan:
 def advice(p: Plan) -> List[str]:
     """The config keys that shrink what does not fit, most effective first."""
     lay, keys = p.layout, []
+    micro = "trainer.max_tokens_per_micro_batch" if lay.max_tokens_per_micro_batch > 0 else "trainer.micro_batch_size"
     host_short = any("host memory" in x for x in p.problems)
     if host_short and lay.learner_device != "cuda":  # every process on one machine: fewer of them, smaller batches
-        keys += ["rollout.num_workers", "rollout.max_batch_size", "trainer.micro_batch_size"]
+        keys += ["rollout.num_workers", "rollout.max_batch_size", micro]
         if not lay.gradient_checkpointing:
             keys.append("trainer.gradient_checkpointing=true")
         return keys
@@ -281,7 +293,7 @@ def advice(p: Plan) -> List[str]:
             keys.append("trainer.gradient_checkpointing=true")
         if lay.learner_device == "cuda" and not lay.cpu_offload and lay.num_learners > 1:
             keys.append("trainer.cpu_offload=true")  # a group's option
-        keys.append("trainer.micro_batch_size")
+        keys.append(micro)
     if any(x.startswith("rollout") for x in p.problems):
         keys += ["rollout.max_batch_size", "rollout.max_total_tokens"]
     if any(x.startswith("reference") for x in p.problems):

@@ -35,12 +35,14 @@ class PositionLogits(torch.nn.Module):
         self.lm = lm  # the only submodule: state-dict names stay the LM's, under "lm."
         self.compute_device = compute_device  # where inputs go (parameters may be offloaded to the host)
 
-    def forward(self, ids: torch.Tensor, attn: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, attn: Optional[torch.Tensor], rows: torch.Tensor, cols: torch.Tensor,
+                **kw) -> torch.Tensor:
+        # `kw`: a packed row's position ids and sequence bounds (grpo/packing.py), `attn` None
         split = split_head(self.lm)
         if split is None:  # logits post-processed: computed whole, then picked
-            return self.lm(input_ids=ids, attention_mask=attn).logits[rows, cols - 1]
+            return self.lm(input_ids=ids, attention_mask=attn, **kw).logits[rows, cols - 1]
         decoder, head = split
-        return head(decoder(input_ids=ids, attention_mask=attn).last_hidden_state[rows, cols - 1])
+        return head(decoder(input_ids=ids, attention_mask=attn, **kw).last_hidden_state[rows, cols - 1])
 
 
 def split_head(model):

@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict
-from typing import Iterable, List, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -70,7 +70,10 @@ def document_windows(documents: Sequence[Sequence[int]], n: int, separator: int)
     return torch.tensor(ids, dtype=torch.long), [s for s in starts if s + n <= len(ids)]
 
 
-def pretrain(model, tokenizer, documents: List[str], cfg) -> List[float]:
+OnStep = Optional[Callable[[int, int], None]]  # (steps done, steps in all): pre-training's progress
+
+
+def pretrain(model, tokenizer, documents: List[str], cfg, on_step: OnStep = None) -> List[float]:
     """Next-token prediction on windows of the packed documents: document-aligned
     (`document_windows`) or, with `pretrain_windows: packed`, consecutive; returns the loss every
     50 steps."""
@@ -83,6 +86,8 @@ def pretrain(model, tokenizer, documents: List[str], cfg) -> List[float]:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr)
     model.train()
     losses = []
+    on_step = on_step or (lambda done, total: None)
+    on_step(0, cfg.pretrain_steps)
     for step in range(cfg.pretrain_steps):
         picks = torch.randint(len(starts), (cfg.pretrain_batch_size,), generator=g).tolist()
         batch = torch.stack([stream[starts[i]: starts[i] + n] for i in picks])
@@ -93,11 +98,13 @@ def pretrain(model, tokenizer, documents: List[str], cfg) -> List[float]:
         opt.step()
         if step % 50 == 0 or step == cfg.pretrain_steps - 1:
             losses.append(float(loss.detach()))
+        on_step(step + 1, cfg.pretrain_steps)
     model.eval()
     return losses
 
 
-def build_tiny_policy(cfg, corpus: List[str], out_dir: str, documents: List[str] = (), added_tokens: Sequence[str] = ()) -> str:
+def build_tiny_policy(cfg, corpus: List[str], out_dir: str, documents: List[str] = (), added_tokens: Sequence[str] = (),
+                      on_step: OnStep = None) -> str:
     """Train the tokenizer, initialise the model from `cfg.seed`, pre-train it on `documents`,
     save both to `out_dir`."""
     from transformers import AutoModelForCausalLM, Qwen3Config
@@ -120,7 +127,7 @@ def build_tiny_policy(cfg, corpus: List[str], out_dir: str, documents: List[str]
     torch.manual_seed(cfg.seed)
     model = AutoModelForCausalLM.from_config(config)
     if documents and cfg.pretrain_steps > 0:
-        pretrain(model, tokenizer, list(documents), cfg)
+        pretrain(model, tokenizer, list(documents), cfg, on_step)
     tmp = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(out_dir)) or ".")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -130,7 +137,8 @@ def build_tiny_policy(cfg, corpus: List[str], out_dir: str, documents: List[str]
     return out_dir
 
 
-def tiny_policy_path(cfg, corpus: List[str], cache_dir: str, documents: List[str] = (), added_tokens: Sequence[str] = ()) -> str:
+def tiny_policy_path(cfg, corpus: List[str], cache_dir: str, documents: List[str] = (), added_tokens: Sequence[str] = (),
+                     on_step: OnStep = None) -> str:
     """Build once per (config, corpus, documents, added tokens); later runs reuse the same files."""
     h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
     for text in [*corpus, "\0", *documents, "\0", *added_tokens]:
@@ -138,7 +146,7 @@ def tiny_policy_path(cfg, corpus: List[str], cache_dir: str, documents: List[str
     path = os.path.join(cache_dir, f"tiny-qwen3-{h.hexdigest()[:12]}")
     if not os.path.isfile(os.path.join(path, "config.json")):
         os.makedirs(cache_dir, exist_ok=True)
-        build_tiny_policy(cfg, corpus, path, documents, added_tokens)
+        build_tiny_policy(cfg, corpus, path, documents, added_tokens, on_step)
     return path
 
 

@@ -63,8 +63,9 @@ def synthetic_batch(samples: int, tokens: int, vocab: int, seed: int = 0) -> Tra
 def measure(path: str, n: int, batch: TrainBatch, steps: int, micro_batch_size: int) -> Dict:
     cores = max(1, os.cpu_count() or 1)
     threads = max(1, cores // n)
-    t = TrainerConfig(lr=1e-6, kl_coef=0.0, num_learners=n, micro_batch_size=micro_batch_size, num_cpus=cores / n,
-                      torch_threads=threads)
+    # padded micro-batches of `micro_batch_size`: what the table reports and the plan is compared with
+    t = TrainerConfig(lr=1e-6, kl_coef=0.0, num_learners=n, micro_batch_size=micro_batch_size, max_tokens_per_micro_batch=0,
+                      num_cpus=cores / n, torch_threads=threads)
     learner = start_learner(LearnerSpec(path, t, "float32", "cpu", 0, ActorResources(cores / n)), start_weight_store())
     try:
         ray.get(learner.publish.remote())

@@ -1,0 +1,121 @@
+"""Packed micro-batches (several sequences in one row, position ids restarting, no padding) give the
+log-probs and the update of padded ones, on real tiny random Qwen3 and Llama models in float32 on
+CPU; plain torch, no Ray.
+
+Tolerances: log-probs within 1e-5 absolute (float32 sums in another order: observed ~1e-6);
+gradients within 1e-5 relative to each tensor's norm; weights after one AdamW step within 1e-5
+absolute (lr 1e-3: AdamW's first step is ~lr * sign(gradient), so a weight whose gradient is near
+0 may move by ~1e-6 on float32 noise, while a wrong gradient would move weights by ~1e-3).
+"""
+
+import pytest
+import torch
+
+from orchestra_ray.grpo.packing import pack_row
+from orchestra_ray.grpo.policy_update import grpo_update, reference_logprobs, sequence_logprobs
+from orchestra_ray.grpo.shares import pack_by_tokens, rank_micro_batches
+from orchestra_ray.rollout.sample import TrainBatch
+
+ATOL = 1e-5
+LENGTHS = (57, 4, 23, 9, 2, 38)  # very uneven: padding would be most of a padded micro-batch
+
+
+def tiny(kind, attn="sdpa", seed=0):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = AutoConfig.for_model(kind, vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=8, tie_word_embeddings=True)
+    return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation=attn)
+
+
+def make_batch(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids, masks, old, adv = [], [], [], []
+    for k, n in enumerate(LENGTHS):
+        ids.append(torch.randint(1, 97, (n,), generator=g).tolist())
+        prompt = max(1, n // 3)
+        m = [0] * prompt + [1] * (n - prompt)
+        if n > 5:
+            m[prompt + 2] = 0  # a tool-output token inside the episode
+        masks.append(m)
+        old.append((-torch.rand(n, generator=g) * 3).tolist())
+        adv.append(1.0 - 0.4 * k)
+    return TrainBatch(ids, masks, old, adv)
+
+
+@pytest.mark.parametrize("kind,attn", [("qwen3", "sdpa"), ("llama", "sdpa"), ("qwen3", "eager")])
+def test_attention_stays_within_each_packed_sequence(kind, attn):
+    model = tiny(kind, attn).eval()
+    b = make_batch()
+    with torch.no_grad():
+        packed = sequence_logprobs(model, b.token_ids, 0.7, masks=b.loss_masks, packed=True)
+        padded = sequence_logprobs(model, b.token_ids, 0.7, masks=b.loss_masks)
+        alone = [sequence_logprobs(model, [t], 0.7, masks=[m])[0] for t, m in zip(b.token_ids, b.loss_masks)]
+        # another sequence's tokens changed: nothing of the others moves
+        changed = [list(t) for t in b.token_ids]
+        changed[0] = [(x * 7) % 96 + 1 for x in changed[0]]
+        moved = sequence_logprobs(model, changed, 0.7, masks=b.loss_masks, packed=True)
+    assert packed.shape == padded.shape
+    assert (packed - padded).abs().max() <= ATOL
+    for i, lp in enumerate(alone):
+        assert (packed[i, : len(lp)] - lp).abs().max() <= ATOL, i
+    assert (moved[1:] - packed[1:]).abs().max() <= ATOL and (moved[0] - packed[0]).abs().max() > 0.1
+    assert ((packed != 0) == (padded != 0)).all()  # the policy's tokens, and only those
+
+
+def test_reference_logprobs_packed_equal_padded():
+    model = tiny("qwen3").eval()
+    b = make_batch(seed=2)
+    padded = reference_logprobs(model, b.token_ids, 2, 0.7, b.loss_masks)
+    packed = reference_logprobs(model, b.token_ids, 2, 0.7, b.loss_masks, max_tokens=40)
+    assert sorted(packed) == list(range(len(LENGTHS)))
+    for i, n in enumerate(LENGTHS):
+        assert len(packed[i]) == n
+        assert max(abs(x - y) for x, y in zip(packed[i], padded[i])) <= ATOL
+
+
+@pytest.mark.parametrize("kl_coef", [0.0, 0.5])
+def test_packed_update_equals_padded(kl_coef):
+    b = make_batch(seed=3)
+    ref = None
+    if kl_coef:
+        ref_model = tiny("qwen3", seed=9).eval()
+        got = reference_logprobs(ref_model, b.token_ids, 3, 1.0, b.loss_masks)
+        ref = [got[i] for i in range(len(LENGTHS))]
+    runs = []
+    for packing in (0, 40):  # 40 tokens: the 57-token sequence alone, the others packed 2-3 a row
+        model = tiny("qwen3", seed=4)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+        grads = {}
+
+        def keep_grads(p, n):
+            p.register_post_accumulate_grad_hook(lambda t: grads.__setitem__(n, t.grad.clone()))
+
+        for n, p in model.named_parameters():
+            keep_grads(p, n)
+        stats = grpo_update(model, opt, b, ref, clip_low=0.2, clip_high=0.28, kl_coef=kl_coef, max_grad_norm=1e9,
+                            micro_batch_size=2, max_tokens_per_micro_batch=packing)
+        runs.append((stats, grads, {k: v.clone() for k, v in model.state_dict().items()}))
+    (s0, g0, w0), (s1, g1, w1) = runs
+    for k in ("loss", "kl", "clip_fraction", "ratio_mean", "grad_norm"):
+        assert s1[k] == pytest.approx(s0[k], rel=1e-5, abs=1e-7), k
+    for k in g0:
+        assert (g1[k] - g0[k]).norm() <= 1e-5 * max(1e-6, float(g0[k].norm())), k
+    for k in w0:
+        assert (w1[k] - w0[k]).abs().max() <= 1e-5, k
+
+
+def test_packing_fills_a_token_budget_and_keeps_ranks_in_lockstep():
+    lengths = [50, 10, 40, 30, 20, 5, 45, 120]
+    rows = list(range(100, 108))
+    bins = pack_by_tokens(rows, lengths, 64)
+    assert sorted(r for b in bins for r in b) == rows
+    assert [107] in bins  # longer than the budget: alone
+    assert all(sum(lengths[r - 100] for r in b) <= 64 for b in bins if b != [107])
+    assert len(bins) == 5  # first-fit decreasing: 120 | 50+10 | 45+5 | 40+20 | 30
+    plans = [rank_micro_batches(rows, lengths, 2, r, 2, max_tokens=64) for r in range(2)]
+    assert len(plans[0]) == len(plans[1])  # FSDP: every rank runs as many passes
+    assert sorted(r for p in plans for b in p for r in b) == rows
+    with pytest.raises(ValueError, match="at least one token"):
+        pack_row([[1, 2], []])
