@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from orchestra_ray.paths import CACHE_DIR
 from orchestra_ray.tools.settings import CodePoolConfig, SandboxConfig, SearchConfig
 
 
@@ -128,7 +129,7 @@ class TinyModelConfig:
 class PolicyConfig:
     model: str = "tiny"  # "tiny": build the project's tiny Qwen3; else a HF model id or path
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
-    cache_dir: str = ".cache/orchestra-ray"
+    cache_dir: str = CACHE_DIR  # orchestra_ray/paths.py
     dtype: str = "float32"
     device: str = "cpu"
     # The rollout workers' generation engine: "hf" (transformers, CPU or CUDA) or "vllm" (the

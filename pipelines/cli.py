@@ -7,6 +7,8 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
+from pipelines.bench.arguments import add_bench_parser
+
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
 
@@ -269,6 +271,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     # --address of the commands that join a Ray cluster (or start an embedded one)
     join = argparse.ArgumentParser(add_help=False)
     join.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     p = sub.add_parser("train", parents=[join], help="warm start + GRPO training (embedded local Ray cluster unless --address)")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
                    help="a YAML file or a shipped config name (default: quickstart), then dotted overrides")
@@ -323,35 +326,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if action == "logs":
             a.add_argument("--follow", action="store_true", help="print the logs until the job ends")
     p.set_defaults(run=cmd_job)
-    p = sub.add_parser("bench", help="a benchmark (trl, weight-sync, sandbox, breakdown, copy, learner): prints a table, "
-                                     "writes bench.json")
-    p.add_argument("name", metavar="NAME", choices=("trl", "weight-sync", "sandbox", "breakdown", "copy", "learner"),
-                   help="trl | weight-sync | sandbox | breakdown | copy | learner")
-    p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
-                   help="trl, breakdown and copy: the config (default quickstart; copy: mixed) and dotted overrides")
-    p.add_argument("--address", default=None, help="Ray cluster to join (default: a new local cluster)")
-    p.add_argument("--root", default=None, help="where the bench-NAME-TIMESTAMP directory goes (default: runs)")
-    p.add_argument("--reps", type=int, default=None,
-                   help="timed repetitions: weight-sync per model (default 5), trl per side (default 3)")
-    p.add_argument("--workers", type=int, default=2, help="weight-sync: rollout workers receiving the weights (default 2)")
-    p.add_argument("--sizes", default="10M,100M,500M",
-                   help="weight-sync: model sizes (default 10M,100M,500M); learner: one size (default 100M)")
-    p.add_argument("--learners", default="1,2", help="learner: numbers of ranks, the first 1 (default 1,2)")
-    p.add_argument("--samples", type=int, default=8, help="learner: samples per GRPO batch (default 8)")
-    p.add_argument("--tokens", type=int, default=128, help="learner: tokens per sample, +-25%% (default 128)")
-    p.add_argument("--micro-batch-size", type=int, default=4, help="learner: sequences per micro-batch (default 4)")
-    p.add_argument("--modes", default="share,copy",
-                   help="weight-sync: share (workers read the published weights in place, as on CPU), copy "
-                        "(each copies them into its own parameters) and/or collective (broadcast over a gloo group, "
-                        "weights.transport=collective); default share,copy")
-    p.add_argument("--calls", type=int, default=20, help="sandbox: timed calls per variant (default 20)")
-    p.add_argument("--pool-calls", type=int, default=40, help="sandbox: calls in flight for the pool's throughput (default 40)")
-    p.add_argument("--pool-workers", type=int, default=2, help="sandbox: code-interpreter workers (default 2)")
-    p.add_argument("--tasks", type=int, default=48, help="copy: domain tasks probed per split, train and held-out (0: all; default 48)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="GRPO steps, the first a warm-up: breakdown (default 4), trl per side and rep (default 5); "
-                        "learner: measured steps after one warm-up (default 3)")
-    p.set_defaults(run=cmd_bench)
+    add_bench_parser(sub).set_defaults(run=cmd_bench)
     args = parser.parse_args(argv)
     if args.command in ("submit", "job"):
         from pipelines.submit import default_address
@@ -393,6 +368,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _cause(exc: BaseException) -> BaseException:
     """The error an actor raised, without Ray's traceback around it (Ray re-raises it wrapped)."""
     return getattr(exc, "cause", None) or exc
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("orchestra-ray")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
 
 
 if __name__ == "__main__":

@@ -44,8 +44,10 @@ def default_address() -> str:
 
 # ------------------------------------------------------------------------------------- the job
 def path_overrides(cfg: OrchestraConfig) -> List[str]:
-    """`key=/absolute/path` for every path key whose value is relative to this machine's directory."""
-    return [f"{key}={value}" for key, value in relative_paths(cfg).items()]
+    """`key=/absolute/path` for every path key whose value is relative to this machine's directory,
+    and the caches: their default lies in the checkout, which the job runs in a temporary copy of."""
+    caches = {"policy.cache_dir": cfg.policy.cache_dir, "tools.search.cache_dir": cfg.tools.search.cache_dir}
+    return [f"{key}={value}" for key, value in {**caches, **relative_paths(cfg)}.items()]
 
 
 def _job_config_arg(config_path: str) -> str:

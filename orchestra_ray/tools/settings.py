@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
+from orchestra_ray.paths import CACHE_DIR
 from orchestra_ray.tools.corpus import corpus_format
 
 MODES = ("bwrap", "none")  # tools.sandbox.mode
@@ -55,7 +56,7 @@ class SearchConfig:
     backend: str = "bm25"  # "bm25" (lexical) or "dense" (embedding similarity)
     top_k: int = 3  # hits per search when the policy names no k
     max_chars_per_hit: int = 300  # document text shown to the policy is cut here
-    cache_dir: str = ".cache/orchestra-ray/search"
+    cache_dir: str = os.path.join(CACHE_DIR, "search")
     num_cpus: float = 0.25
 
 
