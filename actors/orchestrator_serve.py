@@ -4,6 +4,9 @@ Two deployments: the ingress (FastAPI: checks requests, answers 4xx, applies the
 and the policy (a copy of the policy per replica, autoscaled). The policy deployment batches the
 requests that arrive together and runs their episodes through the rollout loop itself
 (`orchestra_ray.rollout.episode.run_episodes`), calling the same expert actors and tools as training.
+A streamed request's episode reports its calls and its answer's tokens as they happen
+(`orchestra_ray.serving.stream`): the loop's thread queues them on the replica's event loop, and a
+streaming generator hands them to the ingress, which sends each as a server-sent event.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' `Request` annotation
@@ -13,7 +16,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, AsyncIterator, Dict, List, Sequence, Tuple
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -25,8 +28,9 @@ from actors.tool_client import RayToolClient
 from orchestra_ray.config import OrchestraConfig
 from orchestra_ray.rollout.chat import user_message
 from orchestra_ray.rollout.episode import EpisodeLimits, episode_limits, new_episodes, run_episodes
-from orchestra_ray.serving.api import (ApiSpec, OrchestrationRequest, RequestError, completion_body, orchestration_trace,
-                                     parse_json, parse_request, stream_chunks)
+from orchestra_ray.serving.api import (ApiSpec, OrchestrationRequest, RequestError, chunk_base, completion_body,
+                                     delta_chunk, orchestration_trace, parse_json, parse_request, stream_chunk)
+from orchestra_ray.serving.stream import EpisodeStream, Item
 from orchestra_ray.families.task import FRAMES, Task
 from orchestra_ray.serving.config import ServingConfig
 from orchestra_ray.tools.spec import ToolSpec
@@ -85,12 +89,48 @@ class OrchestratorPolicy:
         self.run_batch.set_max_batch_size(max_batch_size)
         self.run_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.lock = threading.Lock()  # one batch on the model at a time
+        self.streams: Dict[str, EpisodeStream] = {}  # by request id: the streamed requests' event sinks
 
     def ping(self) -> bool:
         return True
 
     async def run(self, req: OrchestrationRequest) -> Tuple[Dict[str, Any], str]:
         return await self.run_batch(req)
+
+    async def run_stream(self, req: OrchestrationRequest) -> AsyncIterator[List[Item]]:
+        """The request's episode as it runs, batched with the others as `run` is: lists of stream
+        items, the last one ending with the end item, or an error item when the episode failed."""
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+
+        def push(item: Item) -> None:  # called from the loop's thread
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the replica's event loop is closed: nobody reads any more
+                pass
+
+        stream = self.streams[req.request_id] = EpisodeStream(self.chat, push)
+        task = asyncio.ensure_future(self.run_batch(req))
+        # Queued after every item the thread pushed: the batch's result comes back the same way.
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while True:
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                done = items[-1] is None
+                if done:
+                    break
+                yield items
+            try:
+                trace, answer = task.result()
+            except Exception as exc:
+                yield items[:-1] + [{"error": f"the orchestration failed: {type(exc).__name__}: {str(exc)[:500]}"}]
+                return
+            yield items[:-1] + stream.end(trace, answer)
+        finally:
+            self.streams.pop(req.request_id, None)
+            if not task.done():
+                task.cancel()
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def run_batch(self, reqs: List[OrchestrationRequest]) -> List[Tuple[Dict[str, Any], str]]:
@@ -116,6 +156,7 @@ class OrchestratorPolicy:
             key = f"{req.request_id}:{i}"
             task = Task(req.request_id, key, req.question, req.gold, req.preference, FRAMES, toolset)
             ep = new_episodes(self.chat, self.spec.system_prompt, task, user_message(req.question, req.preference), 1)[0]
+            ep.events = self.streams.get(req.request_id)
             client.register(key, req.question_id, req.max_cost, ep)
             episodes.append(ep)
             groups.setdefault((req.max_turns, req.temperature), []).append(ep)
@@ -131,6 +172,10 @@ app = FastAPI()
 
 def _error(exc: RequestError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
+
+
+def _sse(chunk: Dict[str, Any]) -> str:
+    return f"data: {json.dumps(chunk)}\n\n"
 
 
 @serve.deployment
@@ -176,6 +221,8 @@ class OrchestratorIngress:
             req = replace(parse_request(parse_json(await self._body(request)), self.api), received_at=arrived)
         except RequestError as exc:
             return _error(exc)
+        if req.stream:
+            return StreamingResponse(self._stream(req, t0), media_type="text/event-stream")
         response = self.policy.run.remote(req)
         try:
             trace, answer = await asyncio.wait_for(response, timeout=self.timeout_s)
@@ -184,16 +231,44 @@ class OrchestratorIngress:
             return _error(RequestError(f"the orchestration did not finish within serving.request_timeout_s="
                                        f"{self.timeout_s:g} s", None, 504, "timeout"))
         trace["wall_s"] = time.perf_counter() - t0
-        body = completion_body(req, self.api.model_name, trace, answer)
-        if not req.stream:
-            return body
+        return completion_body(req, self.api.model_name, trace, answer)
 
-        def events():
-            for chunk in stream_chunks(body):
-                yield f"data: {json.dumps(chunk)}\n\n"
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+    async def _stream(self, req: OrchestrationRequest, t0: float) -> AsyncIterator[str]:
+        """Server-sent chunks as the episode runs: the role, each call, the answer's pieces, the
+        finish with usage and trace, then [DONE]. A failure or the time-out ends the stream with
+        an error chunk (which the `openai` client raises as an APIError)."""
+        base = chunk_base(req, self.api.model_name)
+        yield _sse(delta_chunk(base, {"role": "assistant", "content": ""}))
+        gen = self.policy.options(stream=True).run_stream.remote(req)
+        error, ended = None, False
+        try:
+            while not ended and error is None:
+                left = t0 + self.timeout_s - time.perf_counter()
+                items = await asyncio.wait_for(gen.__anext__(), timeout=max(0.0, left))
+                for item in items:
+                    if "error" in item:
+                        error = RequestError(item["error"], None, 500, "orchestration_failed")
+                        break
+                    body = None
+                    if "end" in item:
+                        trace = item["end"]["trace"]
+                        trace["wall_s"] = time.perf_counter() - t0
+                        body, ended = completion_body(req, self.api.model_name, trace, ""), True
+                    yield _sse(stream_chunk(base, item, body))
+        except StopAsyncIteration:
+            error = RequestError("the orchestration ended without an answer", None, 500, "orchestration_failed")
+        except asyncio.TimeoutError:
+            error = RequestError(f"the orchestration did not finish within serving.request_timeout_s="
+                                 f"{self.timeout_s:g} s", None, 504, "timeout")
+        except Exception as exc:  # the policy replica is gone, say
+            error = RequestError(f"the orchestration failed: {type(exc).__name__}: {str(exc)[:500]}", None, 500,
+                                 "orchestration_failed")
+        finally:
+            if not ended:
+                gen.cancel()  # and the policy stops streaming to a client that is gone
+        if error is not None:
+            yield _sse(error.body())
+        yield "data: [DONE]\n\n"
 
 
 def orchestrator_application(spec: PolicySpec, api: ApiSpec, experts: Dict[str, Any], search, scfg):

@@ -162,6 +162,11 @@ class RolloutConfig:
     temperature: float = 1.0
     max_batch_size: int = 64  # sequences per generate call
     # The rollout engines' dtype; None: policy.dtype. A learner that keeps float32 weights (AdamW's
+    # The transformers engine keeps each live episode's KV cache between its turns, so a turn
+    # prefills only its new tokens (the vLLM engine's prefix caching does the same); at most
+    # kv_cache_max_tokens tokens are kept per worker, least recently used episodes dropped first.
+    kv_cache: bool = True
+    kv_cache_max_tokens: int = 65536
     # small steps need them) can serve rollouts in bfloat16: each version is cast as it is loaded.
     dtype: Optional[str] = None
     num_cpus_per_worker: float = 0.5

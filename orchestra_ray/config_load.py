@@ -330,6 +330,7 @@ _AT_LEAST_ONE = ("trainer.num_learners", "rollout.max_total_tokens", "rollout.ma
                  "policy.tiny.pretrain_seq_len", "policy.tiny.pretrain_batch_size", "cluster.num_cpus",
                  "data.max_train_questions", "data.max_heldout_questions")  # unset (null): no cap
 _NOT_NEGATIVE = ("policy.tiny.pretrain_steps", "families.domain.lookup_repeats", "warm_start.examples", "zoo.input_tokens_overhead",
+                 "rollout.kv_cache_max_tokens",
                  "rollout.num_cpus_per_worker", "rollout.num_gpus_per_worker", "trainer.num_cpus", "trainer.num_gpus",
                  "trainer.weight_decay", "reward.eps", "eval.temperature")
 _FINITE_POSITIVE = ("trainer.lr", "warm_start.lr", "policy.tiny.pretrain_lr", "trainer.max_grad_norm",

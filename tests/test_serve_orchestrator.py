@@ -209,6 +209,45 @@ def test_streaming_sends_the_trace_then_the_answer(served, client):
     assert text == out.choices[0].message.content and chunks[-1].choices[0].finish_reason == out.choices[0].finish_reason
 
 
+def test_streaming_sends_each_call_as_it_happens(served, checkpoint, frames_dir):
+    """The warm-start policy consults an expert before it answers, over several turns: streamed, a
+    call reaches the client while later turns are still being generated, and the streamed answer
+    is the non-streamed one. Served as a second application beside the first."""
+    _, run_dir, _, _ = serving_config(checkpoint, None, [f"data.path={frames_dir}"])
+    warm = os.path.join(run_dir, "checkpoints", "warm_start")
+    if not os.path.isdir(warm):
+        pytest.skip(f"{run_dir} has no warm-start checkpoint")
+    ckpt, _, cfg, scfg = serving_config(warm, None, [f"data.path={frames_dir}", "serving.app_name=warm",
+                                                     "serving.route_prefix=/warm", "serving.request_timeout_s=60"])
+    w = start_serving(ckpt, cfg, scfg)
+    try:
+        c = openai.OpenAI(base_url=w.base_url, api_key="unused", max_retries=0, timeout=90)
+        msgs = lambda q: [{"role": "user", "content": q.problem}]  # noqa: E731
+        # The longest episode of a few questions: a call, then at least one more turn.
+        whole = [(c.chat.completions.create(model=w.model_name, messages=msgs(q), extra_body={"question_id": q.question_id}), q)
+                 for q in served[2].heldout[:6]]
+        out, q = max(whole, key=lambda oq: oq[0].model_extra["orchestration"]["turns"])
+        trace = out.model_extra["orchestration"]
+        assert trace["turns"] >= 2 and trace["calls"][0]["turn"] < trace["turns"] - 1, trace
+        t0, arrivals = time.perf_counter(), []
+        for chunk in c.chat.completions.create(model=w.model_name, messages=msgs(q), stream=True,
+                                               extra_body={"question_id": q.question_id}):
+            arrivals.append((time.perf_counter() - t0, chunk))
+    finally:
+        w.shutdown()
+    chunks = [ch for _, ch in arrivals]
+    call_at = [t for t, ch in arrivals if (ch.model_extra or {}).get("orchestration_call")]
+    answer_at = [t for t, ch in arrivals if ch.choices and ch.choices[0].delta.content]
+    total = arrivals[-1][0]
+    assert [ch.model_extra["orchestration_call"] for ch in chunks if (ch.model_extra or {}).get("orchestration_call")] == trace["calls"]
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == out.choices[0].message.content != ""
+    assert chunks[-1].choices[0].finish_reason == out.choices[0].finish_reason
+    assert chunks[-1].model_extra["orchestration"]["calls"] == trace["calls"]
+    # Sent as the episode goes, not gathered at its end: the first call arrives while the later
+    # turns (a fair part of the whole request) are still being generated.
+    assert answer_at[-1] - call_at[0] > 0.2 * total, (call_at, answer_at, total)
+
+
 def test_serve_command_checks_its_settings_before_starting(checkpoint, capsys):
     def error_lines():  # the cluster of the other tests may log to this process's stderr too
         return [line for line in capsys.readouterr().err.splitlines() if line.startswith("orchestra-ray:")]

@@ -1,17 +1,27 @@
 """Generation engines: token ids in, token ids and their log-probs out, weights loaded by name.
 
 `HFEngine` implements the interface with `transformers` (batched, KV cache, CPU or CUDA). Any other
-engine (a vLLM engine, say) only has to provide `generate` and `load_weights` with these meanings.
+engine (a vLLM engine, say) only has to provide `generate` and `load_weights` with these meanings;
+`generate`'s `on_token` (called with a prompt's index and each token it generates, up to its stop
+token) is passed only by callers that stream.
+
+An engine with `keeps_kv_cache` true also takes `sequence_ids` (one hashable per prompt, unique among
+the live sequences; a multi-turn episode keeps its id across turns) and `end_sequences(ids)`: it keeps
+each sequence's KV cache between calls and prefills only the tokens a prompt adds to what it last saw
+(`orchestra_ray/policy/kv_cache.py`). The vLLM engine covers the same ground without ids: its automatic
+prefix caching finds an episode's earlier turns by their token blocks.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import List, Mapping, Protocol, Sequence
+from typing import Callable, List, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
+
+from orchestra_ray.policy.kv_cache import KV_CACHE_TOKENS, SequenceCache, cache_field, pack, plain_dynamic_cache, unpack
 
 
 @dataclass
@@ -21,48 +31,84 @@ class Generation:
     finish_reason: str  # "stop" (a stop token was generated) or "length"
 
 
+OnToken = Callable[[int, int], None]  # (prompt index, token id)
+
+
 class Engine(Protocol):
     def generate(
-        self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float, stop_token_ids: Sequence[int]
+        self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float, stop_token_ids: Sequence[int],
+        on_token: Optional[OnToken] = None,
     ) -> List[Generation]: ...
 
     def load_weights(self, weights: Mapping[str, object]) -> None: ...
 
 
 class HFEngine:
-    def __init__(self, model, pad_token_id: int, max_batch_size: int = 64, share_weights: bool = False):
+    def __init__(self, model, pad_token_id: int, max_batch_size: int = 64, share_weights: bool = False,
+                 kv_cache_tokens: int = KV_CACHE_TOKENS):
         """`share_weights`: on CPU, loaded float arrays of the model's dtype become the parameters
         themselves instead of being copied in: the published weights in shared memory are then read
-        in place by every engine on the node (generation never writes its weights)."""
+        in place by every engine on the node (generation never writes its weights).
+        `kv_cache_tokens`: at most this many tokens' KV kept between calls for `sequence_ids`; 0: none."""
         self.model = model.eval()
         self.pad_token_id = pad_token_id
         self.device = next(model.parameters()).device
         self.max_batch_size = max_batch_size
         self.share_weights = share_weights and self.device.type == "cpu"
+        keep = kv_cache_tokens > 0 and plain_dynamic_cache(model)
+        self.kept = SequenceCache(kv_cache_tokens) if keep else None
+        self.keeps_kv_cache = keep
 
-    def generate(self, prompts, *, max_new_tokens, temperature, stop_token_ids) -> List[Generation]:
+    def generate(self, prompts, *, max_new_tokens, temperature, stop_token_ids, on_token=None,
+                 sequence_ids=None) -> List[Generation]:
         """Sequences are generated in batches of at most `max_batch_size`, which bounds the memory
         of the prefill's attention."""
-        out: List[Generation] = []
-        for i in range(0, len(prompts), self.max_batch_size):
-            out.extend(self._generate(prompts[i : i + self.max_batch_size], max_new_tokens, temperature, stop_token_ids))
+        if sequence_ids is not None and len(sequence_ids) != len(prompts):
+            raise ValueError(f"{len(sequence_ids)} sequence ids for {len(prompts)} prompts")
+        prompts = [list(p) for p in prompts]
+        out: List[Optional[Generation]] = [None] * len(prompts)
+        for rows in self._batches(prompts, sequence_ids):
+            sink = None if on_token is None else (lambda row, tok, rows=rows: on_token(rows[row], tok))
+            streamer = None if sink is None else _TokenStreamer(sink, 0, stop_token_ids)
+            seq = None if sequence_ids is None else [sequence_ids[r] for r in rows]
+            gens = self._generate([prompts[r] for r in rows], max_new_tokens, temperature, stop_token_ids, streamer, seq)
+            for r, gen in zip(rows, gens):
+                out[r] = gen
         return out
 
+    def _batches(self, prompts: List[List[int]], sequence_ids) -> List[List[int]]:
+        """The prompts' indices per generate call: sequences that continue a kept cache apart from
+        those prefilled whole, since one long prompt pads every row of its batch's prefill to its length."""
+        groups = [list(range(len(prompts)))]
+        if self.kept is not None and sequence_ids is not None:
+            continues = [self.kept.continues(s, p) for s, p in zip(sequence_ids, prompts)]
+            groups = [[i for i, c in enumerate(continues) if c], [i for i, c in enumerate(continues) if not c]]
+        b = self.max_batch_size
+        return [g[i : i + b] for g in groups for i in range(0, len(g), b)]
+
+    def end_sequences(self, sequence_ids) -> None:
+        """Drop the kept caches of sequences that will not be continued (ended episodes)."""
+        if self.kept is not None:
+            self.kept.release(sequence_ids)
+
     @torch.no_grad()
-    def _generate(self, prompts, max_new_tokens, temperature, stop_token_ids) -> List[Generation]:
+    def _generate(self, prompts, max_new_tokens, temperature, stop_token_ids, streamer=None,
+                  sequence_ids=None) -> List[Generation]:
         if not prompts:
             return []
-        width = max(len(p) for p in prompts)
-        # Left padding keeps every prompt's last token at the same position for batched decoding.
-        ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
-            mask[i, width - len(p) :] = 1
+        keyed = self.kept is not None and sequence_ids is not None
+        epoch = self.kept.epoch if keyed else 0
+        kept = [self.kept.take(s, p) for s, p in zip(sequence_ids, prompts)] if keyed else [None] * len(prompts)
+        # Left padding keeps every prompt's last token at the same position for batched decoding; a
+        # kept cache stands for the columns before a sequence's new tokens (kv_cache.pack).
+        ids, mask, cache = pack(prompts, kept, self.pad_token_id, self.device)
+        kept = None  # the batch's cache holds copies
+        width = ids.shape[1]
         greedy = temperature <= 0
         out = self.model.generate(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
+            input_ids=ids,
+            attention_mask=mask,
+            **({} if cache is None else {cache_field(): cache}),
             max_new_tokens=max_new_tokens,
             do_sample=not greedy,
             temperature=None if greedy else temperature,
@@ -72,6 +118,7 @@ class HFEngine:
             pad_token_id=self.pad_token_id,
             return_dict_in_generate=True,
             output_logits=True,
+            streamer=streamer,
         )
         new = out.sequences[:, width:].cpu()
         logits = torch.stack(out.logits, dim=1).float().cpu()  # (batch, new, vocab), before any processor
@@ -91,10 +138,15 @@ class HFEngine:
                     finish = "stop"
                     break
             result.append(Generation(toks, lp, finish))
+        if keyed:
+            for s, k in zip(sequence_ids, unpack(getattr(out, cache_field()), mask, prompts, [g.token_ids for g in result])):
+                self.kept.put(s, k, epoch)
         return result
 
     @torch.no_grad()
     def load_weights(self, weights: Mapping[str, object]) -> None:
+        if self.kept is not None:  # keys and values computed by the old weights
+            self.kept.clear()
         params = self.model.state_dict(keep_vars=True)  # includes tied and buffer entries
         with warnings.catch_warnings():
             # Object-store arrays are read-only; they are only read here (copied, or shared by a
@@ -114,3 +166,27 @@ class HFEngine:
                         np.copyto(p.data.numpy(), t.detach().numpy())
                 else:
                     p.data.copy_(t.to(p.dtype))
+
+
+class _TokenStreamer:
+    """transformers' streamer interface (`put` the prompt, then each step's tokens; `end`) turned
+    into per-prompt `on_token` calls; a finished row's padding is not reported."""
+
+    def __init__(self, on_token: OnToken, offset: int, stop_token_ids: Sequence[int]):
+        self.on_token, self.offset, self.stops = on_token, offset, set(stop_token_ids)
+        self.prompt_seen = False
+        self.done: set = set()
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # the first call hands over the prompt
+            self.prompt_seen = True
+            return
+        for row, tok in enumerate(value.reshape(-1).tolist()):
+            if row in self.done:
+                continue
+            if tok in self.stops:
+                self.done.add(row)
+            self.on_token(self.offset + row, tok)
+
+    def end(self) -> None:
+        pass

@@ -9,6 +9,12 @@ prefix cache is dropped so that no KV computed by older weights is reused.
 The engine runs in the rollout worker's process (vLLM's in-process engine core), so loading weights
 passes references, not pickled copies.
 
+A multi-turn episode's turns share their prefix (turn k's prompt is turn k-1's prompt, its generated
+tokens and the observation), and automatic prefix caching (`enable_prefix_caching`, on unless
+`policy.vllm` says otherwise) finds the KV blocks of that prefix by their token ids, so each turn
+prefills only its new tokens: what `HFEngine` does with a kept cache per episode
+(`orchestra_ray/policy/kv_cache.py`), with no episode ids, paged, and evicted by vLLM's block manager.
+
 With `adapter` (LoRA training, `trainer.lora.publish: adapter`) the engine is started with
 `enable_lora`, and a version is the adapter's factors alone: they are written as a peft adapter
 folder and every later generation names it in a `LoRARequest` (a new id per version; the one
@@ -56,6 +62,7 @@ class VLLMEngine:
             raise ImportError("policy.engine=vllm needs vLLM: pip install 'orchestra-ray[vllm]' on a machine "
                               "with a GPU") from exc
         opts = dict(options or {})
+        opts.setdefault("enable_prefix_caching", True)  # later turns reuse the KV of earlier ones
         self.adapter, self.lora_request, self.adapter_dir = adapter, None, None
         if adapter is not None:
             opts.setdefault("enable_lora", True)
@@ -70,7 +77,7 @@ class VLLMEngine:
                        **opts)
 
     def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float,
-                 stop_token_ids: Sequence[int]) -> List[Generation]:
+                 stop_token_ids: Sequence[int], on_token=None) -> List[Generation]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -87,6 +94,10 @@ class VLLMEngine:
             if len(lps) != len(toks):
                 raise RuntimeError(f"vLLM returned {len(lps)} log-probs for {len(toks)} tokens")
             result.append(Generation(toks, lps, "stop" if c.finish_reason == "stop" else "length"))
+        if on_token is not None:  # the offline LLM returns whole generations: their tokens come at the end
+            for i, gen in enumerate(result):
+                for tok in gen.token_ids:
+                    on_token(i, tok)
         return result
 
     def load_weights(self, weights: Mapping[str, object]) -> None:

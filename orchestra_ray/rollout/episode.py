@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 from orchestra_ray.config import OrchestraConfig, RolloutConfig, ToolsConfig, ZooConfig
 from orchestra_ray.rollout.chat import ChatFormat
@@ -50,6 +50,17 @@ def episode_limits(cfg: OrchestraConfig, max_turns: Optional[int] = None) -> Epi
                          cfg.zoo.max_response_chars, domain_call_latency_s=cfg.tools.domain_call_latency_s)
 
 
+class EpisodeEvents(Protocol):
+    """What an episode reports as it runs (a served request streams it): called from the thread that
+    runs the loop, so an implementation hands the events on and returns at once."""
+
+    def on_tokens(self, ep: "Episode", turn: int, token_ids: Sequence[int]) -> None:
+        """The policy's tokens of the turn being generated, so far (a longer list each time)."""
+
+    def on_call(self, ep: "Episode", record: CallRecord) -> None:
+        """A tool or expert call (or the answer) the episode has just made."""
+
+
 @dataclass
 class Episode:
     task: Task
@@ -70,6 +81,7 @@ class Episode:
     outcome: bool = False
     weight_version: int = -1
     env: Optional[EpisodeState] = None  # the family's (TaskFamily.new_state): a domain task's database
+    events: Optional[EpisodeEvents] = field(default=None, repr=False, compare=False)  # reported as they happen
 
     def __post_init__(self):
         if not self.loss_mask:
@@ -123,6 +135,27 @@ def _correct(resp: ExpertResponse, task: Task) -> bool:
     return _judge(resp.text, task, None)
 
 
+def _record(ep: Episode, record: CallRecord) -> None:
+    ep.calls.append(record)
+    if ep.events is not None:
+        ep.events.on_call(ep, record)
+
+
+def _token_sink(live: List[Episode], turn: int) -> Optional[Callable[[int, int], None]]:
+    """The engine's per-token callback for the episodes that report events (None when none does)."""
+    turn_ids = {i: [] for i, ep in enumerate(live) if ep.events is not None}
+    if not turn_ids:
+        return None
+
+    def on_token(i: int, token: int) -> None:
+        ids = turn_ids.get(i)
+        if ids is not None:
+            ids.append(token)
+            live[i].events.on_tokens(live[i], turn, ids)
+
+    return on_token
+
+
 def _finish(ep: Episode, source: str, answer: str, correct: bool) -> None:
     ep.answer_source, ep.answer, ep.outcome = source, answer, correct
     ep.done, ep.finish_reason = True, "answer"
@@ -141,8 +174,11 @@ def run_episodes(
     """Run all episodes to the end, batching the live ones into one generate call per turn. `tools`
     is one tool list for all, or a list per toolset (`Task.toolset`); `experts` serves the experts
     and the basic tools. Past `deadline` (time.monotonic()) no new turn starts: the live episodes
-    end there (finish reason "deadline"), as a request that timed out must stop its work."""
+    end there (finish reason "deadline"), as a request that timed out must stop its work. An episode
+    with `events` reports its policy tokens and its calls as they happen."""
     router = ToolRouter(experts, experts, limits.max_response_chars, limits.domain_call_latency_s)
+    # An engine that keeps each episode's KV cache between turns prefills only the new tokens.
+    keyed = getattr(engine, "keeps_kv_cache", False)
     for turn in range(limits.max_turns):
         live = [e for e in episodes if not e.done]
         if not live:
@@ -151,11 +187,14 @@ def run_episodes(
             for ep in live:
                 ep.done, ep.finish_reason = True, "deadline"
             break
+        on_token = _token_sink(live, turn)
         gens = engine.generate(
             [e.token_ids for e in live],
             max_new_tokens=limits.max_new_tokens,
             temperature=temperature,
             stop_token_ids=[chat.end_of_turn_id],
+            **({} if on_token is None else {"on_token": on_token}),  # engines without events need not take it
+            **({"sequence_ids": [id(e) for e in live]} if keyed else {}),
         )
         routed: List[Tuple[int, Episode, ToolCall]] = []
         observations: Dict[int, str] = {}
@@ -175,17 +214,17 @@ def run_episodes(
             call = parsed.calls[0]
             if call.name == "answer" and "text" in call.arguments:
                 _finish(ep, "text", call.arguments["text"], _judge(call.arguments["text"], ep.task, ep.env))
-                ep.calls.append(CallRecord(turn, "answer", json.dumps(call.arguments), ""))
+                _record(ep, CallRecord(turn, "answer", json.dumps(call.arguments), ""))
             elif call.name == "answer" and call.arguments["expert"] in ep.consulted:
                 slot = call.arguments["expert"]
                 resp = ep.consulted[slot]
-                ep.calls.append(CallRecord(turn, "answer", json.dumps(call.arguments), slot))
+                _record(ep, CallRecord(turn, "answer", json.dumps(call.arguments), slot))
                 _finish(ep, slot, resp.text, _correct(resp, ep.task))
             else:
                 routed.append((i, ep, call))
         results = router.run(turn, [RoutedCall(call.name, call.arguments, ep.task, ep.env) for _, ep, call in routed])
         for (i, ep, call), res in zip(routed, results):
-            ep.calls.append(res.record)
+            _record(ep, res.record)
             if res.response is not None and call.name == "answer":
                 _finish(ep, res.record.expert, res.response.text, _correct(res.response, ep.task))
                 continue
@@ -198,6 +237,8 @@ def run_episodes(
             ep.append(chat.observation_ids(observations.get(i, "")))
             if len(ep.token_ids) + limits.max_new_tokens > limits.max_total_tokens:
                 ep.done, ep.finish_reason = True, "max_tokens"
+    if keyed:
+        engine.end_sequences([id(e) for e in episodes])
     for ep in episodes:
         if not ep.done:
             ep.done, ep.finish_reason = True, "max_turns"

@@ -9,6 +9,7 @@ output is data to score, and no worker should die of it.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -112,3 +113,46 @@ def parse_tool_calls(
     if not calls:
         return _fail("no_tool_call", f"no {TOOL_CALL_OPEN}...{TOOL_CALL_CLOSE} in the output")
     return ParseResult(calls)
+
+
+# The opening of an `answer` call with free text, up to the text's first character.
+_ANSWER_OPEN = re.compile(r'\s*\{\s*"name"\s*:\s*"answer"\s*,\s*"arguments"\s*:\s*\{\s*"text"\s*:\s*"')
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def partial_answer(text: str) -> Optional[str]:
+    """The text of the `answer` call a policy turn still being generated has begun, as far as it is
+    written (escapes decoded; an escape or character not yet whole is left for later), or None when
+    the turn is not writing one. What streams the answer as it is generated: the call itself counts
+    only once the whole turn parses."""
+    body = _strip_think(text)
+    start = -1 if body is None else body.find(TOOL_CALL_OPEN)
+    if start < 0:
+        return None
+    m = _ANSWER_OPEN.match(body, start + len(TOOL_CALL_OPEN))
+    if m is None:
+        return None
+    out: List[str] = []
+    i, end = m.end(), len(body)
+    while i < end:
+        ch = body[i]
+        if ch == '"' or ord(ch) < 0x20 or (ch == "\ufffd" and i == end - 1):  # the end, bad JSON, a cut character
+            break
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        if i + 1 < end and body[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[body[i + 1]])
+            i += 2
+            continue
+        # \uXXXX, a high surrogate with its low one: decoded together
+        size = 12 if body[i + 2 : i + 4].upper() in ("D8", "D9", "DA", "DB") else 6
+        if i + size > end:
+            break
+        try:
+            out.append(json.loads(f'"{body[i : i + size]}"'))
+        except ValueError:
+            break
+        i += size
+    return "".join(out)

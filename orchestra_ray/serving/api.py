@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from orchestra_ray.rollout.calls import CallRecord
 from orchestra_ray.rollout.episode import Episode
 from orchestra_ray.grpo.preferences import (CALLS_PREFIX, PreferenceError, PreferenceVector, Weights, metric_names,
                                             profile_vector)
@@ -235,15 +236,20 @@ def _fallback(ep: Episode) -> None:
     ep.outcome = resp.grade == "A" if resp.grade is not None else False
 
 
+def call_trace(c: CallRecord) -> Dict[str, Any]:
+    """One call as the trace reports it."""
+    return {
+        "turn": c.turn, "tool": c.name, "expert": c.expert or None, "arguments": c.arguments,
+        "input_tokens": c.input_tokens, "output_tokens": c.output_tokens, "cost": c.cost, "latency": c.latency,
+        "ok": c.ok, "error": c.error or None, "error_kind": c.error_kind or None,
+    }
+
+
 def orchestration_trace(ep: Episode, req: OrchestrationRequest) -> Dict[str, Any]:
     """What the request cost and which tools it used, call by call; plain data."""
     limit = LIMITS.get(ep.finish_reason) if ep.finish_reason != ANSWER else None
     _fallback(ep)
-    calls = [{
-        "turn": c.turn, "tool": c.name, "expert": c.expert or None, "arguments": c.arguments,
-        "input_tokens": c.input_tokens, "output_tokens": c.output_tokens, "cost": c.cost, "latency": c.latency,
-        "ok": c.ok, "error": c.error or None, "error_kind": c.error_kind or None,
-    } for c in ep.calls]
+    calls = [call_trace(c) for c in ep.calls]
     return {
         "question_id": req.question_id,
         "known_question": req.known,
@@ -277,15 +283,24 @@ def completion_body(req: OrchestrationRequest, model_name: str, trace: Dict[str,
     }
 
 
-def stream_chunks(body: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The completion as chat.completion.chunk objects: one per trace call (`orchestration_call`),
-    then the answer, then the finish with usage and the whole trace."""
-    base = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"], "model": body["model"]}
-    choice = body["choices"][0]
-    out = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
-    for call in body["orchestration"]["calls"]:
-        out.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": None}], "orchestration_call": call})
-    out.append({**base, "choices": [{"index": 0, "delta": {"content": choice["message"]["content"]}, "finish_reason": None}]})
-    out.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}],
-                "usage": body["usage"], "orchestration": body["orchestration"]})
-    return out
+def chunk_base(req: OrchestrationRequest, model_name: str) -> Dict[str, Any]:
+    return {"id": req.request_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model_name}
+
+
+def delta_chunk(base: Dict[str, Any], delta: Dict[str, Any], finish_reason: Optional[str] = None, **extra) -> Dict[str, Any]:
+    return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
+
+
+def stream_chunk(base: Dict[str, Any], item: Dict[str, Any], body: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The chat.completion.chunk of one stream item (orchestra_ray.serving.stream): a call
+    (`orchestration_call`, as the trace has it), a piece of the answer, or the end (`body`: the
+    whole completion) with the finish reason, usage and the whole trace; an end whose streamed
+    pieces were not the answer (the policy began an answer call it did not give) carries the
+    answer itself as `answer`."""
+    if "call" in item:
+        return delta_chunk(base, {}, orchestration_call=item["call"])
+    if "content" in item:
+        return delta_chunk(base, {"content": item["content"]})
+    extra = {} if item["end"].get("answer") is None else {"answer": item["end"]["answer"]}
+    return delta_chunk(base, {}, body["choices"][0]["finish_reason"], usage=body["usage"],
+                       orchestration=body["orchestration"], **extra)
