@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 
 from orchestra_ray.paths import CACHE_DIR
 from orchestra_ray.tools.settings import CodePoolConfig, SandboxConfig, SearchConfig
+from orchestra_ray.tracking.settings import LoggingConfig
 
 
 @dataclass
@@ -161,12 +162,12 @@ class RolloutConfig:
     max_total_tokens: int = 1536  # per episode, prompt included
     temperature: float = 1.0
     max_batch_size: int = 64  # sequences per generate call
-    # The rollout engines' dtype; None: policy.dtype. A learner that keeps float32 weights (AdamW's
     # The transformers engine keeps each live episode's KV cache between its turns, so a turn
     # prefills only its new tokens (the vLLM engine's prefix caching does the same); at most
     # kv_cache_max_tokens tokens are kept per worker, least recently used episodes dropped first.
     kv_cache: bool = True
     kv_cache_max_tokens: int = 65536
+    # The rollout engines' dtype; None: policy.dtype. A learner that keeps float32 weights (AdamW's
     # small steps need them) can serve rollouts in bfloat16: each version is cast as it is loaded.
     dtype: Optional[str] = None
     num_cpus_per_worker: float = 0.5
@@ -387,6 +388,7 @@ class OrchestraConfig:
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
 def serve_route_prefix(name: str, serve: ServeConfig) -> str:

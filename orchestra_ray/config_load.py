@@ -18,6 +18,7 @@ from orchestra_ray.config import (DEMONSTRATORS, DOMAIN_NAMES, EXPERT_BACKENDS, 
 from orchestra_ray.errors import ConfigError
 from orchestra_ray.grpo.preferences import PreferenceError, check_weights, profile_vector
 from orchestra_ray.tools.settings import validate_sandbox_config, validate_search_config
+from orchestra_ray.tracking.settings import validate_logging_config
 
 
 def _explain(exc: OmegaConfBaseException, source: str) -> str:
@@ -95,6 +96,8 @@ def path_keys(cfg: OrchestraConfig) -> List[Tuple[str, str]]:
         ("tools.search.corpus", t.search.corpus), ("tools.search.cache_dir", t.search.cache_dir),
         ("tools.sandbox.python", t.sandbox.python),
     ]
+    if cfg.logging.tensorboard.dir:
+        paths.append(("logging.tensorboard.dir", cfg.logging.tensorboard.dir))
     if os.sep in t.sandbox.bwrap:  # a bare name is looked up on PATH
         paths.append(("tools.sandbox.bwrap", t.sandbox.bwrap))
     # Model fields hold a hub id or a local path; only a path that exists here is a path.
@@ -242,11 +245,11 @@ def validate(cfg: OrchestraConfig) -> None:
     _require(t.kl_coef >= 0, "trainer.kl_coef", "must not be negative")
     _require(t.mini_batches >= 1, "trainer.mini_batches", "must be at least 1")
     _require(t.micro_batch_size >= 1, "trainer.micro_batch_size", "must be at least 1")
+    _require(t.max_tokens_per_micro_batch >= 0, "trainer.max_tokens_per_micro_batch",
+             f"must not be negative (0: padded micro-batches of trainer.micro_batch_size), got {t.max_tokens_per_micro_batch}")
     _require(t.checkpoint_every >= 1, "trainer.checkpoint_every", "must be at least 1")
     _require(t.placement_strategy in PLACEMENT_STRATEGIES, "trainer.placement_strategy",
              f"must be one of {', '.join(PLACEMENT_STRATEGIES)}, got {t.placement_strategy!r}")
-    _require(t.max_tokens_per_micro_batch >= 0, "trainer.max_tokens_per_micro_batch",
-             f"must not be negative (0: padded micro-batches of trainer.micro_batch_size), got {t.max_tokens_per_micro_batch}")
     _require(t.mixed_precision in MIXED_PRECISION, "trainer.mixed_precision",
              f"must be one of {', '.join(MIXED_PRECISION)}, got {t.mixed_precision!r}")
     for key, dtype in (("policy.dtype", cfg.policy.dtype), ("rollout.dtype", r.dtype or cfg.policy.dtype)):
@@ -304,6 +307,10 @@ def validate(cfg: OrchestraConfig) -> None:
         _require(name in FAMILIES, key, f"unknown task family (known: {', '.join(FAMILIES)})")
         _require(isinstance(n, int) and not isinstance(n, bool) and n >= 0, key, f"must be a non-negative integer, got {n!r}")
     _validate_tools(cfg.tools)
+    try:
+        validate_logging_config(cfg.logging)
+    except ValueError as exc:
+        raise ConfigError(f"invalid config: {exc}") from None
     # Profiles are parsed here so that a typo fails before the cluster starts.
     own = cfg.preferences.weights
     for p, w in own.items():
@@ -323,6 +330,7 @@ def validate(cfg: OrchestraConfig) -> None:
 
 # Counts, sizes and rates outside these bounds would only fail deep inside a worker, or train nothing.
 _AT_LEAST_ONE = ("trainer.num_learners", "rollout.max_total_tokens", "rollout.max_batch_size", "rollout.torch_threads", "trainer.epochs",
+                 "rollout.kv_cache_max_tokens",
                  "trainer.torch_threads", "warm_start.epochs", "warm_start.batch_size", "eval.bootstrap_samples",
                  "zoo.max_response_chars", "policy.tiny.vocab_size", "policy.tiny.hidden_size",
                  "policy.tiny.intermediate_size", "policy.tiny.num_hidden_layers", "policy.tiny.num_attention_heads",
@@ -330,7 +338,6 @@ _AT_LEAST_ONE = ("trainer.num_learners", "rollout.max_total_tokens", "rollout.ma
                  "policy.tiny.pretrain_seq_len", "policy.tiny.pretrain_batch_size", "cluster.num_cpus",
                  "data.max_train_questions", "data.max_heldout_questions")  # unset (null): no cap
 _NOT_NEGATIVE = ("policy.tiny.pretrain_steps", "families.domain.lookup_repeats", "warm_start.examples", "zoo.input_tokens_overhead",
-                 "rollout.kv_cache_max_tokens",
                  "rollout.num_cpus_per_worker", "rollout.num_gpus_per_worker", "trainer.num_cpus", "trainer.num_gpus",
                  "trainer.weight_decay", "reward.eps", "eval.temperature")
 _FINITE_POSITIVE = ("trainer.lr", "warm_start.lr", "policy.tiny.pretrain_lr", "trainer.max_grad_norm",

@@ -125,6 +125,10 @@ def cmd_eval(args) -> int:
                             router_iterations=args.router_iterations, test_data=args.test_data)
     finally:
         ray.shutdown()
+    from orchestra_ray.checkpoint import read_state
+    from pipelines.tracking import report_to_run
+
+    report_to_run(cfg, run_dir, eval_dir, int(read_state(checkpoint).get("step", 0)), progress.note)
     with open(os.path.join(eval_dir, "report.md")) as f:
         print(f.read(), flush=True)
     print(f"report: {os.path.join(eval_dir, 'report.md')} (and report.html, pareto.png, tool_share.png, "
@@ -267,11 +271,11 @@ def cmd_job(args) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="orchestra-ray", description="Train tool-orchestrating policies with GRPO on Ray.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     # --address of the commands that join a Ray cluster (or start an embedded one)
     join = argparse.ArgumentParser(add_help=False)
     join.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster)")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     p = sub.add_parser("train", parents=[join], help="warm start + GRPO training (embedded local Ray cluster unless --address)")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
                    help="a YAML file or a shipped config name (default: quickstart), then dotted overrides")
@@ -365,10 +369,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
 
 
-def _cause(exc: BaseException) -> BaseException:
-    """The error an actor raised, without Ray's traceback around it (Ray re-raises it wrapped)."""
-    return getattr(exc, "cause", None) or exc
-
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -377,6 +377,10 @@ def _version() -> str:
     except PackageNotFoundError:  # run from a checkout that was never installed
         return "unknown (not installed)"
 
+
+def _cause(exc: BaseException) -> BaseException:
+    """The error an actor raised, without Ray's traceback around it (Ray re-raises it wrapped)."""
+    return getattr(exc, "cause", None) or exc
 
 
 if __name__ == "__main__":

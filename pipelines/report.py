@@ -151,7 +151,7 @@ def build_report(eval_dir: str, run_dir: str) -> Dict:
         if f is not None:
             bars[f"{ref} ({BALANCED})"] = f.share
     tool_share_plot(bars, tools, os.path.join(eval_dir, PLOTS["tool_share"]), f"Share of tool calls per tool (held-out {data})")
-    metrics = _read_metrics(run_dir, meta["step"])
+    metrics = read_metrics(run_dir, meta["step"])
     training_curves_plot(metrics, os.path.join(eval_dir, PLOTS["training_curves"]), f"Training curves of {meta['run_id']}")
     blocks.append(Heading("Pictures"))
     blocks.append(Image(PLOTS["pareto"], "accuracy against cost per question, policy under each profile and baselines"))
@@ -179,7 +179,8 @@ def _fmt_metric(metric: str, value: float) -> str:
     return _pct(value)
 
 
-def _read_metrics(run_dir: str, up_to_step: int) -> List[dict]:
+def read_metrics(run_dir: str, up_to_step: Optional[int] = None) -> List[dict]:
+    """The run's metrics.jsonl lines (up to a step), without lines cut short by a kill."""
     path = os.path.join(run_dir, "metrics.jsonl")
     out = []
     if os.path.exists(path):
@@ -189,7 +190,7 @@ def _read_metrics(run_dir: str, up_to_step: int) -> List[dict]:
                     m = json.loads(line)
                 except ValueError:
                     continue  # a line cut short by a kill
-                if m.get("step", 0) <= up_to_step:
+                if up_to_step is None or m.get("step", 0) <= up_to_step:
                     out.append(m)
     return out
 

@@ -42,6 +42,7 @@ from pipelines.families import Families, load_families
 from pipelines.progress import Progress
 from pipelines import step as stages
 from pipelines.rollout_ahead import Collected, RolloutAhead
+from pipelines import tracking
 from pipelines.warm_start import run_warm_start
 from pipelines.workers import Workers
 from pipelines.zoo import Zoo, initial_policy_path
@@ -292,6 +293,17 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
         for line in tr.drop_outputs_after(0):
             progress.note(line)
         progress.note("no step checkpoint yet; starting GRPO from the warm-start policy")
+    trackers = tracking.start_trackers(cfg, run_dir, progress.note, resume, tr.step)
+    try:
+        return _train_and_evaluate(tr, trackers, summary, warm_dir, t_start)
+    finally:
+        trackers.close()
+
+
+def _train_and_evaluate(tr: Trainer, trackers, summary: Dict, warm_dir: str, t_start: float) -> Dict:
+    cfg, run_dir, progress = tr.cfg, tr.run_dir, tr.progress
+    if "warm_start_loss" in summary:
+        trackers.log_metrics({"warm_start/loss": summary["warm_start_loss"][-1]}, 0)
     before = None
     before_path = os.path.join(run_dir, "eval", "warm_start.json")
     if cfg.eval.enabled:
@@ -302,12 +314,15 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
             progress.note("evaluating the warm-start policy on the held-out questions ...")
             before = tr.evaluate("warm_start")
             progress.eval_line("warm start", before)
+            tracking.log_evaluation(trackers, "warm_start", before)
     progress.start(cfg.trainer.steps, tr.step)
     last = None
     try:
         while tr.step < cfg.trainer.steps:
             last = tr.grpo_step()
-            progress.step(last)
+            if "console" in cfg.logging.backends:
+                progress.step(last)
+            tracking.log_step(trackers, last)
             if tr.step % cfg.trainer.checkpoint_every == 0 or tr.step == cfg.trainer.steps:
                 tr.save_checkpoint()
     except LearnerLost as exc:
@@ -317,6 +332,7 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
         if tr.ahead is not None:
             tr.ahead.close()
     progress.close()
+    tracking.log_training_curves(trackers, run_dir, tr.step)
     if tr.step > 0 and ckpt.latest_checkpoint(run_dir) != ckpt.step_dir(run_dir, tr.step):
         tr.save_checkpoint()
     summary.update(steps=tr.step, last_step=last, checkpoint=ckpt.latest_checkpoint(run_dir) or warm_dir)
@@ -324,6 +340,7 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
         progress.note("evaluating the trained policy on the held-out questions ...")
         after = tr.evaluate("final")
         progress.eval_line("after GRPO", after)
+        tracking.log_evaluation(trackers, "final", after)
         summary["eval_final"] = after["profiles"]
         summary["eval_final_families"] = after["families"]
         if before is not None:
@@ -331,4 +348,5 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
     summary["wall_s"] = time.time() - t_start
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
+    tracking.log_summary(trackers, run_dir, summary, tr.step)
     return summary
