@@ -167,6 +167,8 @@ class RolloutConfig:
     # kv_cache_max_tokens tokens are kept per worker, least recently used episodes dropped first.
     kv_cache: bool = True
     kv_cache_max_tokens: int = 65536
+    # Each distinct prompt of a generate call is prefilled once (a group's G identical prompts).
+    share_prompt_prefill: bool = True
     # The rollout engines' dtype; None: policy.dtype. A learner that keeps float32 weights (AdamW's
     # small steps need them) can serve rollouts in bfloat16: each version is cast as it is loaded.
     dtype: Optional[str] = None

@@ -10,6 +10,9 @@ the live sequences; a multi-turn episode keeps its id across turns) and `end_seq
 each sequence's KV cache between calls and prefills only the tokens a prompt adds to what it last saw
 (`orchestra_ray/policy/kv_cache.py`). The vLLM engine covers the same ground without ids: its automatic
 prefix caching finds an episode's earlier turns by their token blocks.
+
+`HFEngine` also prefills each distinct prompt of a call once (GRPO's groups of identical prompts;
+`orchestra_ray/policy/prompt_sharing.py`), with or without ids.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 import torch
 
 from orchestra_ray.policy.kv_cache import KV_CACHE_TOKENS, SequenceCache, cache_field, pack, plain_dynamic_cache, unpack
+from orchestra_ray.policy.prompt_sharing import share_prefill
 
 
 @dataclass
@@ -45,19 +49,22 @@ class Engine(Protocol):
 
 class HFEngine:
     def __init__(self, model, pad_token_id: int, max_batch_size: int = 64, share_weights: bool = False,
-                 kv_cache_tokens: int = KV_CACHE_TOKENS):
+                 kv_cache_tokens: int = KV_CACHE_TOKENS, share_prompt_prefill: bool = True):
         """`share_weights`: on CPU, loaded float arrays of the model's dtype become the parameters
         themselves instead of being copied in: the published weights in shared memory are then read
         in place by every engine on the node (generation never writes its weights).
-        `kv_cache_tokens`: at most this many tokens' KV kept between calls for `sequence_ids`; 0: none."""
+        `kv_cache_tokens`: at most this many tokens' KV kept between calls for `sequence_ids`; 0: none.
+        `share_prompt_prefill`: identical prompts of a call share one prefill of their prefix."""
         self.model = model.eval()
         self.pad_token_id = pad_token_id
         self.device = next(model.parameters()).device
         self.max_batch_size = max_batch_size
         self.share_weights = share_weights and self.device.type == "cpu"
-        keep = kv_cache_tokens > 0 and plain_dynamic_cache(model)
+        plain = plain_dynamic_cache(model)  # the cache layout `pack` builds
+        keep = kv_cache_tokens > 0 and plain
         self.kept = SequenceCache(kv_cache_tokens) if keep else None
         self.keeps_kv_cache = keep
+        self.share_prompt_prefill = share_prompt_prefill and plain
 
     def generate(self, prompts, *, max_new_tokens, temperature, stop_token_ids, on_token=None,
                  sequence_ids=None) -> List[Generation]:
@@ -99,6 +106,8 @@ class HFEngine:
         keyed = self.kept is not None and sequence_ids is not None
         epoch = self.kept.epoch if keyed else 0
         kept = [self.kept.take(s, p) for s, p in zip(sequence_ids, prompts)] if keyed else [None] * len(prompts)
+        if self.share_prompt_prefill:
+            kept = share_prefill(self.model, prompts, kept, self.pad_token_id, self.device)
         # Left padding keeps every prompt's last token at the same position for batched decoding; a
         # kept cache stands for the columns before a sequence's new tokens (kv_cache.pack).
         ids, mask, cache = pack(prompts, kept, self.pad_token_id, self.device)

@@ -1,0 +1,71 @@
+"""The transformers engine prefills each distinct prompt of a generate call once: identical prompts
+(GRPO's groups) get the tokens and log-probs of a whole prefill per row, greedy or sampled with the
+same seed, with or without sequence ids, beside unique prompts and rows continuing a kept cache; the
+prefill pass is fed the distinct prompts alone."""
+
+import torch
+
+from orchestra_ray.policy.engine import HFEngine
+from tests.test_kv_cache import STOP, FedTokens, assert_same, generate, random_model
+
+
+def prompts_of(lengths, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(1, 97, (n,), generator=g).tolist() for n in lengths]
+
+
+def batch():
+    """Groups of identical prompts of different lengths with unique prompts among them."""
+    a, b, c, d, e = prompts_of((9, 4, 14, 6, 2))
+    return [a, b, a, c, a, b, d, e, e, [5]]
+
+
+def test_identical_prompts_give_the_tokens_of_whole_prefills():
+    model = random_model()
+    whole = HFEngine(model, 0, kv_cache_tokens=0, share_prompt_prefill=False)
+    shared, unshared = HFEngine(model, 0, kv_cache_tokens=0), HFEngine(model, 0, share_prompt_prefill=False)
+    assert shared.share_prompt_prefill and not whole.share_prompt_prefill
+    prompts = batch()
+    assert_same(generate(shared, prompts), generate(whole, prompts))
+    # With sequence ids: the same tokens, and the same caches kept as without sharing.
+    keyed = HFEngine(model, 0)
+    ids = list(range(len(prompts)))
+    first = generate(keyed, prompts, ids=ids)
+    assert_same(first, generate(whole, prompts))
+    assert_same(generate(unshared, prompts, ids=ids), first)
+    assert {i: k.tokens for i, k in keyed.kept.kept.items()} == {i: k.tokens for i, k in unshared.kept.kept.items()}
+    # Rows continuing their kept caches in the same batch as new groups and a unique prompt.
+    nxt = [p + g.token_ids + [21, 22, 23][: 1 + i % 3] for i, (p, g) in enumerate(zip(prompts, first))][:4]
+    fresh = batch()[:6] + prompts_of((7,), seed=2)
+    mixed = nxt + fresh
+    expected = generate(whole, mixed)
+    kept = [keyed.kept.take(i, p) for i, p in enumerate(nxt)]
+    assert all(k is not None for k in kept)
+    keyed.kept.clear()  # a kept cache in one batch with new prompts, as `generate` would not batch them
+    for i, k in enumerate(kept):
+        keyed.kept.put(i, k, keyed.kept.epoch)
+    gens = keyed._generate(mixed, 6, 0.0, [STOP], sequence_ids=list(range(len(mixed))))
+    assert_same(gens, expected)
+
+
+def test_sampled_rows_draw_the_same_samples():
+    model = random_model()
+    prompts = batch() * 2
+    runs = []
+    for share in (True, False):
+        torch.manual_seed(123)
+        engine = HFEngine(model, 0, share_prompt_prefill=share)
+        runs.append(engine.generate(prompts, max_new_tokens=12, temperature=0.8, stop_token_ids=[STOP]))
+    assert_same(*runs)
+    assert len({tuple(g.token_ids) for g in runs[0]}) > 4  # samples, not one greedy answer per prompt
+
+
+def test_the_prefill_pass_sees_each_distinct_prompt_once():
+    model = random_model()
+    prompts = [p for p in prompts_of((30, 12, 25)) for _ in range(8)]
+    fed = FedTokens(model)
+    generate(HFEngine(model, 0), prompts, new_tokens=2)
+    assert fed.calls[:2] == [3 * 29, len(prompts)]  # the distinct prompts but their last token; then one per row
+    fed.calls.clear()
+    generate(HFEngine(model, 0, share_prompt_prefill=False), prompts, new_tokens=2)
+    assert fed.calls[0] == len(prompts) * 30
