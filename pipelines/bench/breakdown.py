@@ -83,6 +83,7 @@ def run(cfg, zoo, families, run_dir: str, progress) -> Dict:
                               metrics["learn_s"], metrics, ref_s)
         steps.append({"step": metrics["step"], "wall_s": wall, "samples": len(samples),
                       "generated_tokens": sum(r.generated_tokens for r in samples),
+                      "turns": sum(r.turns for r in samples) / max(1, len(samples)),
                       "seconds": seconds, "shares": {k: v / wall for k, v in seconds.items()}})
         progress.note(f"step {metrics['step']}: {wall:.1f}s, waiting {seconds['waiting'] / wall:.1%}")
     # The first step pays one-off costs (first forward passes, page faults of the first weights).
@@ -98,6 +99,10 @@ def run(cfg, zoo, families, run_dir: str, progress) -> Dict:
         "step_wall_s_median": statistics.median(s["wall_s"] for s in timed),
         "samples_per_s": sum(s["samples"] for s in timed) / total,
         "tokens_per_s": sum(s["generated_tokens"] for s in timed) / total,
+        # Multi-turn episodes: each turn is one generate call per worker, so generation seconds per
+        # step over turns per episode is what a turn's generation costs (rollout.kv_cache shows here).
+        "turns_per_episode": statistics.mean(s["turns"] for s in timed),
+        "generation_s_per_step": statistics.mean(s["seconds"]["generation"] for s in timed),
         "shares": shares,
         "orchestration_overhead": shares["waiting"],
         "steps": steps,
@@ -109,7 +114,9 @@ def table(result: Dict) -> str:
     lines = [f"step breakdown: {c['tasks_per_step']} tasks x {c['group_size']} samples, {c['num_workers']} rollout "
              f"worker(s); steps {result['steps_counted']} (the first is a warm-up when there are more)",
              f"median step {result['step_wall_s_median']:.2f} s, {result['samples_per_s']:.2f} samples/s, "
-             f"{result['tokens_per_s']:.1f} generated tokens/s",
+             f"{result['tokens_per_s']:.1f} generated tokens/s; {result['turns_per_episode']:.2f} turns per episode, "
+             f"generation {result['generation_s_per_step']:.2f} s per step "
+             f"({result['generation_s_per_step'] / max(result['turns_per_episode'], 1e-9):.2f} s per turn)",
              f"{'stage':<20} {'share':>7}"]
     for k in STAGES:
         lines.append(f"{k:<20} {result['shares'][k]:>6.1%}")
