@@ -119,3 +119,55 @@ def test_packing_fills_a_token_budget_and_keeps_ranks_in_lockstep():
     assert sorted(r for p in plans for b in p for r in b) == rows
     with pytest.raises(ValueError, match="at least one token"):
         pack_row([[1, 2], []])
+
+
+def grouped_batch(seed=5):
+    """GRPO's shape: groups of samples of one prompt (3 prompts x 4), and one sample alone."""
+    g = torch.Generator().manual_seed(seed)
+    ids, masks, old, adv = [], [], [], []
+    for task in range(3):
+        prompt = torch.randint(1, 97, (10 + 7 * task,), generator=g).tolist()
+        for k in range(4):
+            answer = torch.randint(1, 97, (3 + 2 * k + task,), generator=g).tolist()
+            m = [0] * len(prompt) + [1] * len(answer)
+            if len(answer) > 3:
+                m[len(prompt) + 2] = 0  # a tool-output token
+            ids.append(prompt + answer)
+            masks.append(m)
+    ids.append(torch.randint(1, 97, (15,), generator=g).tolist())
+    masks.append([0] * 5 + [1] * 10)
+    n = len(ids)
+    return TrainBatch(ids, masks, [(-torch.rand(len(t), generator=g) * 3).tolist() for t in ids],
+                      [1.0 - 0.2 * k for k in range(n)])
+
+
+def test_a_group_prompt_is_held_once_and_gives_the_log_probs_and_update_of_padded():
+    b = grouped_batch()
+    row = pack_row(b.token_ids, b.loss_masks, share=True)
+    prompts = sum(10 + 7 * t for t in range(3))
+    assert row.ids.shape[1] == sum(map(len, b.token_ids)) - 3 * prompts  # 4 copies of each prompt -> 1
+    model = tiny("qwen3").eval()
+    with torch.no_grad():
+        packed = sequence_logprobs(model, b.token_ids, 0.7, masks=b.loss_masks, packed=True)
+        padded = sequence_logprobs(model, b.token_ids, 0.7, masks=b.loss_masks)
+    assert (packed - padded).abs().max() <= ATOL and ((packed != 0) == (padded != 0)).all()
+    runs = []
+    for packing in (0, 64):  # 64 tokens: several rows, each group's prompt counted once per row
+        model = tiny("qwen3", seed=4)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+        stats = grpo_update(model, opt, b, None, clip_low=0.2, clip_high=0.28, kl_coef=0.0, max_grad_norm=1e9,
+                            micro_batch_size=3, max_tokens_per_micro_batch=packing)
+        runs.append((stats, {k: v.clone() for k, v in model.state_dict().items()}))
+    (s0, w0), (s1, w1) = runs
+    for k in ("loss", "clip_fraction", "ratio_mean", "grad_norm"):
+        assert s1[k] == pytest.approx(s0[k], rel=1e-5, abs=1e-7), k
+    for k in w0:
+        assert (w1[k] - w0[k]).abs().max() <= 1e-5, k
+
+
+def test_a_bin_counts_a_group_prompt_once():
+    # three samples of one 30-token prompt (lengths 40, 38, 36) and one 20-token sequence alone
+    lengths, groups, shared = [40, 38, 36, 20], [0, 0, 0, 1], [30, 30, 30, 0]
+    bins = pack_by_tokens([0, 1, 2, 3], lengths, 64, groups, shared)
+    assert bins == [[0, 1, 2], [3]]  # 40 + 8 + 6 = 54 tokens in the first row
+    assert pack_by_tokens([0, 1, 2, 3], lengths, 64) == [[0, 3], [1], [2]]

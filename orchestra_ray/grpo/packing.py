@@ -15,7 +15,7 @@ whole row's square of scores under the block-diagonal mask. Models that build th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -30,44 +30,111 @@ class PackedRow:
 
     ids: torch.Tensor
     position_ids: torch.Tensor
-    flat: torch.Tensor
+    pred: torch.Tensor  # where in the row each wanted token is predicted from
+    target: torch.Tensor  # the wanted tokens
     rows: torch.Tensor
     cols: torch.Tensor
     shape: Tuple[int, int]
     bounds: torch.Tensor  # int32 (sequences + 1): where each sequence starts in the row, then its end
+    # With shared prompts: (start, end, context start, context end) per segment of the row; a
+    # segment attends causally to itself and wholly to its context (its group's prompt), or None.
+    segments: Optional[torch.Tensor] = None
 
     def to(self, device) -> "PackedRow":
-        return PackedRow(self.ids.to(device), self.position_ids.to(device), self.flat.to(device), self.rows.to(device),
-                         self.cols.to(device), self.shape, self.bounds.to(device))
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return PackedRow(move(self.ids), move(self.position_ids), move(self.pred), move(self.target), move(self.rows),
+                         move(self.cols), self.shape, move(self.bounds), self.segments)
 
     def attention_kwargs(self) -> Dict:
         """The forward pass's keyword arguments that confine attention to each sequence."""
+        if self.segments is not None:
+            return {"position_ids": self.position_ids, "use_cache": False, "packed_segments": self.segments}
         longest = self.shape[1]
         return {"position_ids": self.position_ids, "use_cache": False, "cu_seq_lens_q": self.bounds,
                 "cu_seq_lens_k": self.bounds, "max_length_q": longest, "max_length_k": longest}
 
 
-def pack_row(token_ids: Sequence[Sequence[int]], masks: Optional[Sequence[Sequence[int]]] = None) -> PackedRow:
+def _first_wanted(n: int, mask: Optional[Sequence[int]]) -> int:
+    if mask is None:
+        return 1
+    return next((c for c in range(1, n) if mask[c]), n)
+
+
+def prefix_groups(token_ids: Sequence[Sequence[int]], masks: Optional[Sequence[Sequence[int]]] = None
+                  ) -> Tuple[List[int], List[int]]:
+    """Per sequence: its group (the sequences whose tokens before their first wanted one, the
+    prompt, are the same: a GRPO group's samples) and how many leading tokens it shares with the
+    rest of its group (their common prefix, but at least one token of its own; 0 when alone)."""
+    keys: Dict[Tuple[int, ...], int] = {}
+    group = [keys.setdefault(tuple(t[:_first_wanted(len(t), None if masks is None else masks[i])]), len(keys))
+             for i, t in enumerate(token_ids)]
+    members: Dict[int, List[int]] = {}
+    for i, g in enumerate(group):
+        members.setdefault(g, []).append(i)
+    shared = [0] * len(token_ids)
+    for rows in members.values():
+        if len(rows) < 2:
+            continue
+        first, n = token_ids[rows[0]], min(len(token_ids[i]) for i in rows) - 1
+        p = 0
+        while p < n and all(token_ids[i][p] == first[p] for i in rows):
+            p += 1
+        for i in rows:
+            shared[i] = p if p >= 2 else 0
+    return group, shared
+
+
+def pack_row(token_ids: Sequence[Sequence[int]], masks: Optional[Sequence[Sequence[int]]] = None,
+             share: bool = False) -> PackedRow:
     """`token_ids` as one packed row; wanted are every position but each sequence's first, or with
-    `masks` those whose mask is 1 (the policy's tokens)."""
+    `masks` those whose mask is 1 (the policy's tokens). With `share`, the sequences of a group
+    (`prefix_groups`) hold their common prompt once: [prompt, rest of the 1st, rest of the 2nd, ...],
+    each rest at the positions it has in its own sequence and attending to the prompt and itself."""
     lengths = [len(t) for t in token_ids]
     if min(lengths, default=0) < 1:
         raise ValueError("a packed micro-batch needs sequences of at least one token")
-    ids = torch.tensor([t for seq in token_ids for t in seq], dtype=torch.long).unsqueeze(0)
-    position_ids = torch.cat([torch.arange(n) for n in lengths]).unsqueeze(0)
+    group, shared = prefix_groups(token_ids, masks) if share else (list(range(len(lengths))), [0] * len(lengths))
+    ids: List[int] = []
+    positions: List[int] = []
+    segments: List[Tuple[int, int, int, int]] = []
+    start: List[int] = [0] * len(lengths)  # where sequence i's own tokens (after its shared prompt) begin
+    prompt_at: Dict[int, int] = {}  # group -> where its prompt begins
+    for g in dict.fromkeys(group):
+        rows = [i for i in range(len(lengths)) if group[i] == g]
+        p = shared[rows[0]]
+        if p:
+            prompt_at[g] = len(ids)
+            segments.append((len(ids), len(ids) + p, 0, 0))
+            ids.extend(token_ids[rows[0]][:p])
+            positions.extend(range(p))
+        for i in rows:
+            start[i] = len(ids)
+            segments.append((len(ids), len(ids) + lengths[i] - p, prompt_at.get(g, 0), prompt_at.get(g, 0) + p))
+            ids.extend(token_ids[i][p:])
+            positions.extend(range(p, lengths[i]))
     want = torch.zeros(len(lengths), max(lengths), dtype=torch.bool)
     for i, n in enumerate(lengths):
         want[i, :n] = True if masks is None else torch.as_tensor(list(masks[i]), dtype=torch.bool)
     want[:, 0] = False  # nothing predicts the first token
     rows, cols = want.nonzero(as_tuple=True)
+    pred, target = [], []
+    for i, c in zip(rows.tolist(), cols.tolist()):
+        p = shared[i]
+        pred.append(prompt_at[group[i]] + c - 1 if c - 1 < p else start[i] + c - 1 - p)  # t predicted from t-1
+        target.append(token_ids[i][c])
     bounds = torch.tensor([0] + lengths).cumsum(0)
-    return PackedRow(ids, position_ids, bounds[rows] + cols, rows, cols, (len(lengths), max(lengths)),
-                     bounds.to(torch.int32))
+    return PackedRow(torch.tensor(ids, dtype=torch.long).unsqueeze(0), torch.tensor(positions).unsqueeze(0),
+                     torch.tensor(pred, dtype=torch.long), torch.tensor(target, dtype=torch.long), rows, cols,
+                     (len(lengths), max(lengths)), bounds.to(torch.int32),
+                     torch.tensor(segments, dtype=torch.long) if any(shared) else None)
 
 
 def sequence_sdpa(module, query, key, value, attention_mask, cu_seq_lens_q=None, cu_seq_lens_k=None, **kwargs):
     """transformers' sdpa attention, on each packed sequence apart (causal, no mask) when the call
     carries their bounds; otherwise transformers' own, unchanged."""
+    segments = kwargs.pop("packed_segments", None)
+    if segments is not None:
+        return _segment_sdpa(module, query, key, value, segments, **kwargs)
     if cu_seq_lens_q is None or query.shape[0] != 1:
         return _sdpa(module, query, key, value, attention_mask, **kwargs)
     kwargs.pop("is_causal", None)
@@ -75,6 +142,25 @@ def sequence_sdpa(module, query, key, value, attention_mask, cu_seq_lens_q=None,
     b = cu_seq_lens_q.tolist()
     parts = [_sdpa(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None, is_causal=True, **kwargs)[0]
              for s, e in zip(b, b[1:])]
+    return torch.cat(parts, dim=1), None
+
+
+def _segment_sdpa(module, query, key, value, segments, **kwargs):
+    """Attention of a row with shared prompts: each segment causal within itself and, when it has
+    one, over all of its context (its group's prompt, earlier in the row)."""
+    kwargs.pop("is_causal", None)
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("max_length_q", "max_length_k", "cu_seq_lens_k")}
+    parts = []
+    for s, e, cs, ce in segments.tolist():
+        if ce == cs:
+            parts.append(_sdpa(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None, is_causal=True, **kwargs)[0])
+            continue
+        n, c = e - s, ce - cs
+        mask = torch.ones(n, c + n, dtype=torch.bool, device=query.device)
+        mask[:, c:] = torch.ones(n, n, dtype=torch.bool, device=query.device).tril()
+        k = torch.cat([key[:, :, cs:ce], key[:, :, s:e]], dim=2)
+        v = torch.cat([value[:, :, cs:ce], value[:, :, s:e]], dim=2)
+        parts.append(_sdpa(module, query[:, :, s:e], k, v, mask[None, None], **kwargs)[0])
     return torch.cat(parts, dim=1), None
 
 

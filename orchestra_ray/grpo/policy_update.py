@@ -12,7 +12,7 @@ import torch
 
 from orchestra_ray.errors import NonFiniteUpdate
 from orchestra_ray.grpo.loss import policy_loss, sft_loss, target_logprobs, token_logprobs
-from orchestra_ray.grpo.packing import install_sequence_sdpa, pack_row
+from orchestra_ray.grpo.packing import install_sequence_sdpa, pack_row, prefix_groups
 from orchestra_ray.grpo.shares import rank_micro_batches
 from orchestra_ray.policy.sharding import PositionLogits, split_head
 from orchestra_ray.rollout.sample import TrainBatch
@@ -67,22 +67,38 @@ def sequence_logprobs(model, token_ids: Sequence[Sequence[int]], temperature: fl
     return out.index_put((rows, cols), picked)
 
 
+def shares_prompts(model) -> bool:
+    """Whether packed rows hold a group's shared prompt once: where attention runs through
+    `grpo.packing.sequence_sdpa` (flash-attention's varlen kernel takes whole sequences only)."""
+    lm = model.lm if isinstance(model, PositionLogits) else model
+    return getattr(getattr(lm, "config", None), "_attn_implementation", None) == "sdpa"
+
+
+def _micro_batches(model, token_ids, masks, rows, micro_batch_size, rank, world, max_tokens) -> List[List[int]]:
+    """`rank_micro_batches` of `rows`, packed with each group's prompt counted once where it is shared."""
+    lengths = [len(token_ids[i]) for i in rows]
+    groups = shared = None
+    if max_tokens > 0 and shares_prompts(model):
+        groups, shared = prefix_groups([token_ids[i] for i in rows], None if masks is None else [masks[i] for i in rows])
+    return rank_micro_batches(rows, lengths, micro_batch_size, rank, world, max_tokens, groups, shared)
+
+
 def _packed_logprobs(model, token_ids, temperature, masks) -> torch.Tensor:
     """`sequence_logprobs` of one packed row: position ids restart at each sequence, no attention
     mask and no KV cache (which would hide the restarts from transformers' mask), the sequences'
     bounds passed to the attention function: attention stays within each sequence (grpo/packing.py)."""
     install_sequence_sdpa()
-    p = pack_row(token_ids, masks).to(compute_device(model))
+    p = pack_row(token_ids, masks, shares_prompts(model)).to(compute_device(model))
     kw = p.attention_kwargs()
     if isinstance(model, PositionLogits):
-        logits = model(p.ids, None, torch.zeros_like(p.flat), p.flat, **kw)
+        logits = model(p.ids, None, torch.zeros_like(p.pred), p.pred + 1, **kw)
     elif (split := split_head(model)) is not None:
         decoder, head = split
         hidden = decoder(input_ids=p.ids, **kw).last_hidden_state
-        logits = head(hidden[0, p.flat - 1])  # position t is predicted from t-1
+        logits = head(hidden[0, p.pred])
     else:
-        logits = model(input_ids=p.ids, **kw).logits[0, p.flat - 1]
-    picked = target_logprobs(logits, p.ids[0, p.flat], temperature)
+        logits = model(input_ids=p.ids, **kw).logits[0, p.pred]
+    picked = target_logprobs(logits, p.target, temperature)
     out = torch.zeros(p.shape, dtype=picked.dtype, device=p.ids.device)
     return out.index_put((p.rows, p.cols), picked)
 
@@ -96,7 +112,8 @@ def reference_logprobs(model, token_ids: Sequence[Sequence[int]], micro_batch_si
     are `micro_batch_size` padded sequences, or with `max_tokens` > 0 packed rows of that many tokens."""
     out: Dict[int, List[float]] = {}
     lengths = [len(t) for t in token_ids]
-    for rows in rank_micro_batches(range(len(token_ids)), lengths, micro_batch_size, rank, world, max_tokens):
+    for rows in _micro_batches(model, token_ids, masks, list(range(len(token_ids))), micro_batch_size, rank, world,
+                               max_tokens):
         real = bool(rows)
         rows = rows or [0]  # an empty micro-batch still takes part in the collectives
         lp = sequence_logprobs(model, [token_ids[i] for i in rows], temperature,
@@ -159,8 +176,8 @@ def grpo_update(
                 continue
             optimizer.zero_grad(set_to_none=True)
             mb_stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0}
-            lengths = [len(batch.token_ids[i]) for i in idx]
-            for rows in rank_micro_batches(idx, lengths, micro_batch_size, rank, world, max_tokens_per_micro_batch):
+            for rows in _micro_batches(model, batch.token_ids, batch.loss_masks, idx, micro_batch_size, rank, world,
+                                       max_tokens_per_micro_batch):
                 weight = 1.0 if rows else 0.0  # an empty micro-batch: a zero-weight pass for the collectives
                 rows = rows or idx[:1]
                 masks = [batch.loss_masks[i] for i in rows]
