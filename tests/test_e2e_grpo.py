@@ -44,7 +44,6 @@ def overrides(frames_dir, root, cache):
         # Keep every sample so that each step surely updates the weights.
         "reward.filter_zero_variance=false",
         "eval.bootstrap_samples=200",
-        "logging.backends=[console,tensorboard,mlflow,wandb]",
     ]
 
 
@@ -52,7 +51,7 @@ def overrides(frames_dir, root, cache):
 def run(tmp_path_factory, frames_dir):
     root = tmp_path_factory.mktemp("runs")
     cache = tmp_path_factory.mktemp("cache")
-    args = overrides(frames_dir, root, cache)
+    args = overrides(frames_dir, root, cache) + ["logging.backends=[console,tensorboard,mlflow,wandb]"]
     assert main(["train", *args]) == 0
     return os.path.join(root, "e2e"), args
 

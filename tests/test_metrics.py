@@ -15,7 +15,7 @@ from actors.metrics import CATALOGUE
 from orchestra_ray.config_load import load_config
 from orchestra_ray.experts.base import ExpertError, ExpertRequest
 from orchestra_ray.tools.settings import CodePoolConfig, SandboxConfig
-from pipelines.cluster import connect, dashboard_url
+from pipelines.cluster import connect
 from pipelines.families import load_families
 from pipelines.progress import Progress
 from pipelines.train import new_run_dir, train

@@ -124,7 +124,7 @@ def test_packing_fills_a_token_budget_and_keeps_ranks_in_lockstep():
 def grouped_batch(seed=5):
     """GRPO's shape: groups of samples of one prompt (3 prompts x 4), and one sample alone."""
     g = torch.Generator().manual_seed(seed)
-    ids, masks, old, adv = [], [], [], []
+    ids, masks = [], []
     for task in range(3):
         prompt = torch.randint(1, 97, (10 + 7 * task,), generator=g).tolist()
         for k in range(4):
