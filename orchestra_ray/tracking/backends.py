@@ -7,7 +7,7 @@ import os
 from typing import Callable, List, Optional
 
 from orchestra_ray.tracking.settings import LoggingConfig
-from orchestra_ray.tracking.tracker import Tracker, Trackers, resumed_state
+from orchestra_ray.tracking.tracker import Tracker, Trackers, first_line, resumed_state
 
 
 def default_mlflow_uri(run_root: str) -> str:
@@ -41,8 +41,7 @@ def open_trackers(cfg: LoggingConfig, run_dir: str, run_root: str, warn: Callabl
 
                 opened.append(WandbTracker(cfg.wandb, name, run_dir, resumed_state(run_dir, "wandb", resume), warn))
         except Exception as exc:  # a missing package, a bad URI, a server down: never the run's end
-            first = (str(exc).strip().splitlines() or ["no message"])[0][:300]
             hint = " (pip install 'orchestra-ray[trackers]')" if isinstance(exc, ImportError) else ""
-            warn(f"warning: {backend} tracker could not start ({type(exc).__name__}: {first}){hint}; "
+            warn(f"warning: {backend} tracker could not start ({type(exc).__name__}: {first_line(exc)}){hint}; "
                  "the run goes on without it")
     return Trackers(opened, warn, run_dir)

@@ -45,7 +45,7 @@ class Trackers:
                 call(t)
             except Exception as exc:  # a tracker's own failure must never stop training
                 self.active.remove(t)
-                self.warn(f"warning: {t.name} tracker: {what} failed ({type(exc).__name__}: {_first_line(exc)}); "
+                self.warn(f"warning: {t.name} tracker: {what} failed ({type(exc).__name__}: {first_line(exc)}); "
                           f"{t.name} is off for the rest of this run (metrics.jsonl has every figure)")
 
     def log_config(self, config: Mapping[str, Any]) -> None:
@@ -85,7 +85,8 @@ def read_state(run_dir: str) -> Dict:
         return {}
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An error's first line, for a one-line warning."""
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else "no message"
 
