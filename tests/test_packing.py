@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from orchestra_ray.grpo.packing import pack_row
-from orchestra_ray.grpo.policy_update import grpo_update, reference_logprobs, sequence_logprobs
+from orchestra_ray.grpo.policy_update import SupervisedRun, grpo_update, reference_logprobs, sequence_logprobs
 from orchestra_ray.grpo.shares import pack_by_tokens, rank_micro_batches
 from orchestra_ray.rollout.sample import TrainBatch
 
@@ -121,12 +121,14 @@ def test_packing_fills_a_token_budget_and_keeps_ranks_in_lockstep():
         pack_row([[1, 2], []])
 
 
-def grouped_batch(seed=5):
-    """GRPO's shape: groups of samples of one prompt (3 prompts x 4), and one sample alone."""
+def grouped_batch(seed=5, system=0):
+    """GRPO's shape: groups of samples of one prompt (3 prompts x 4), and one sample alone; with
+    `system`, every sequence starts with the same `system` tokens (a family's system prompt)."""
     g = torch.Generator().manual_seed(seed)
     ids, masks = [], []
+    head = torch.randint(1, 97, (system,), generator=g).tolist()
     for task in range(3):
-        prompt = torch.randint(1, 97, (10 + 7 * task,), generator=g).tolist()
+        prompt = head + torch.randint(1, 97, (10 + 7 * task,), generator=g).tolist()
         for k in range(4):
             answer = torch.randint(1, 97, (3 + 2 * k + task,), generator=g).tolist()
             m = [0] * len(prompt) + [1] * len(answer)
@@ -134,18 +136,20 @@ def grouped_batch(seed=5):
                 m[len(prompt) + 2] = 0  # a tool-output token
             ids.append(prompt + answer)
             masks.append(m)
-    ids.append(torch.randint(1, 97, (15,), generator=g).tolist())
-    masks.append([0] * 5 + [1] * 10)
+    ids.append(head + torch.randint(1, 97, (15,), generator=g).tolist())
+    masks.append([0] * (system + 5) + [1] * 10)
     n = len(ids)
     return TrainBatch(ids, masks, [(-torch.rand(len(t), generator=g) * 3).tolist() for t in ids],
                       [1.0 - 0.2 * k for k in range(n)])
 
 
-def test_a_group_prompt_is_held_once_and_gives_the_log_probs_and_update_of_padded():
-    b = grouped_batch()
+@pytest.mark.parametrize("system", [0, 12])
+def test_a_group_prompt_is_held_once_and_gives_the_log_probs_and_update_of_padded(system):
+    b = grouped_batch(system=system)
     row = pack_row(b.token_ids, b.loss_masks, share=True)
     prompts = sum(10 + 7 * t for t in range(3))
-    assert row.ids.shape[1] == sum(map(len, b.token_ids)) - 3 * prompts  # 4 copies of each prompt -> 1
+    # 4 copies of each prompt -> 1; the system prompt of all 13 sequences -> 1
+    assert row.ids.shape[1] == sum(map(len, b.token_ids)) - 3 * prompts - 12 * system
     model = tiny("qwen3").eval()
     with torch.no_grad():
         packed = sequence_logprobs(model, b.token_ids, 0.7, masks=b.loss_masks, packed=True)
@@ -171,3 +175,24 @@ def test_a_bin_counts_a_group_prompt_once():
     bins = pack_by_tokens([0, 1, 2, 3], lengths, 64, groups, shared)
     assert bins == [[0, 1, 2], [3]]  # 40 + 8 + 6 = 54 tokens in the first row
     assert pack_by_tokens([0, 1, 2, 3], lengths, 64) == [[0, 3], [1], [2]]
+
+
+def test_the_warm_start_holds_the_system_prompt_once_and_trains_as_padded():
+    """Demonstrations of different tasks share only their system prompt: held once per packed row
+    (sdpa), the warm start's losses and weights are those of padded batches (eager attention)."""
+    b = grouped_batch(system=12)
+    demos = [{"token_ids": t, "loss_mask": m} for t, m in zip(b.token_ids[::4], b.loss_masks[::4])]
+    held_once = sum(len(d["token_ids"]) for d in demos) - 3 * 12
+    runs, fed = [], {}
+    for attn in ("sdpa", "eager"):
+        model = tiny("qwen3", attn, seed=4)
+        model.model.embed_tokens.register_forward_pre_hook(lambda m, inp, attn=attn: fed.setdefault(attn, inp[0].shape) and None)
+        run = SupervisedRun(model, torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0), demos,
+                            epochs=2, batch_size=4, max_grad_norm=1e9, seed=0)
+        assert run.run(10)
+        runs.append((run.losses(), model.state_dict()))
+    (l0, w0), (l1, w1) = runs
+    assert l0 == pytest.approx(l1, rel=1e-5)
+    for k in w0:
+        assert (w1[k] - w0[k]).abs().max() <= 1e-5, k
+    assert tuple(fed["sdpa"]) == (1, held_once) and fed["eager"][0] == 4  # one packed row; four padded rows

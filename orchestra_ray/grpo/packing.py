@@ -36,8 +36,8 @@ class PackedRow:
     cols: torch.Tensor
     shape: Tuple[int, int]
     bounds: torch.Tensor  # int32 (sequences + 1): where each sequence starts in the row, then its end
-    # With shared prompts: (start, end, context start, context end) per segment of the row; a
-    # segment attends causally to itself and wholly to its context (its group's prompt), or None.
+    # With shared prefixes: (start, end, then two (start, end) context spans, (0, 0) when unused) per
+    # segment of the row; a segment attends causally to itself and wholly to its context, or None.
     segments: Optional[torch.Tensor] = None
 
     def to(self, device) -> "PackedRow":
@@ -84,34 +84,58 @@ def prefix_groups(token_ids: Sequence[Sequence[int]], masks: Optional[Sequence[S
     return group, shared
 
 
+def row_prefix(token_ids: Sequence[Sequence[int]]) -> int:
+    """The leading tokens every sequence of a row has in common (the system prompt every task of a
+    family starts with), each keeping at least one token of its own; 0 when under two tokens or
+    fewer than two sequences."""
+    if len(token_ids) < 2:
+        return 0
+    first, n = token_ids[0], min(len(t) for t in token_ids) - 1
+    p = 0
+    while p < n and all(t[p] == first[p] for t in token_ids):
+        p += 1
+    return p if p >= 2 else 0
+
+
 def pack_row(token_ids: Sequence[Sequence[int]], masks: Optional[Sequence[Sequence[int]]] = None,
              share: bool = False) -> PackedRow:
     """`token_ids` as one packed row; wanted are every position but each sequence's first, or with
-    `masks` those whose mask is 1 (the policy's tokens). With `share`, the sequences of a group
-    (`prefix_groups`) hold their common prompt once: [prompt, rest of the 1st, rest of the 2nd, ...],
-    each rest at the positions it has in its own sequence and attending to the prompt and itself."""
+    `masks` those whose mask is 1 (the policy's tokens). With `share`, shared prefixes are held once:
+    the row's common prefix (`row_prefix`) first, then per group (`prefix_groups`) the rest of its
+    prompt, then each sequence's own tokens: [common, rest of prompt A, own 1, own 2, rest of prompt
+    B, own 3, ...], each part at the positions it has in its sequences and attending wholly to the
+    parts before it in its own sequences (its context) and causally to itself."""
     lengths = [len(t) for t in token_ids]
     if min(lengths, default=0) < 1:
         raise ValueError("a packed micro-batch needs sequences of at least one token")
     group, shared = prefix_groups(token_ids, masks) if share else (list(range(len(lengths))), [0] * len(lengths))
+    common = row_prefix(token_ids) if share and len(set(group)) > 1 else 0
     ids: List[int] = []
     positions: List[int] = []
-    segments: List[Tuple[int, int, int, int]] = []
-    start: List[int] = [0] * len(lengths)  # where sequence i's own tokens (after its shared prompt) begin
-    prompt_at: Dict[int, int] = {}  # group -> where its prompt begins
+    segments: List[Tuple[int, ...]] = []  # PackedRow.segments
+
+    def add(tokens: Sequence[int], first: int, context: List[Tuple[int, int]]) -> int:
+        at = len(ids)
+        spans = [x for c in context for x in c] + [0, 0] * (2 - len(context))
+        segments.append((at, at + len(tokens), *spans))
+        ids.extend(tokens)
+        positions.extend(range(first, first + len(tokens)))
+        return at
+
+    base = [(add(token_ids[0][:common], 0, []), common)] if common else []
+    own = [0] * len(lengths)  # where sequence i's own tokens begin in the sequence
+    start = [0] * len(lengths)  # ... and in the row
+    prompt_at: Dict[int, int] = {}  # group -> where the rest of its prompt begins in the row
     for g in dict.fromkeys(group):
         rows = [i for i in range(len(lengths)) if group[i] == g]
-        p = shared[rows[0]]
-        if p:
-            prompt_at[g] = len(ids)
-            segments.append((len(ids), len(ids) + p, 0, 0))
-            ids.extend(token_ids[rows[0]][:p])
-            positions.extend(range(p))
+        p = max(shared[rows[0]], common)
+        context = list(base)
+        if p > common:
+            prompt_at[g] = add(token_ids[rows[0]][common:p], common, base)
+            context.append((prompt_at[g], prompt_at[g] + p - common))
         for i in rows:
-            start[i] = len(ids)
-            segments.append((len(ids), len(ids) + lengths[i] - p, prompt_at.get(g, 0), prompt_at.get(g, 0) + p))
-            ids.extend(token_ids[i][p:])
-            positions.extend(range(p, lengths[i]))
+            own[i] = p
+            start[i] = add(token_ids[i][p:], p, context)
     want = torch.zeros(len(lengths), max(lengths), dtype=torch.bool)
     for i, n in enumerate(lengths):
         want[i, :n] = True if masks is None else torch.as_tensor(list(masks[i]), dtype=torch.bool)
@@ -119,14 +143,14 @@ def pack_row(token_ids: Sequence[Sequence[int]], masks: Optional[Sequence[Sequen
     rows, cols = want.nonzero(as_tuple=True)
     pred, target = [], []
     for i, c in zip(rows.tolist(), cols.tolist()):
-        p = shared[i]
-        pred.append(prompt_at[group[i]] + c - 1 if c - 1 < p else start[i] + c - 1 - p)  # t predicted from t-1
+        t = c - 1  # token t predicts token c
+        pred.append(t if t < common else prompt_at[group[i]] + t - common if t < own[i] else start[i] + t - own[i])
         target.append(token_ids[i][c])
     bounds = torch.tensor([0] + lengths).cumsum(0)
     return PackedRow(torch.tensor(ids, dtype=torch.long).unsqueeze(0), torch.tensor(positions).unsqueeze(0),
                      torch.tensor(pred, dtype=torch.long), torch.tensor(target, dtype=torch.long), rows, cols,
                      (len(lengths), max(lengths)), bounds.to(torch.int32),
-                     torch.tensor(segments, dtype=torch.long) if any(shared) else None)
+                     torch.tensor(segments, dtype=torch.long) if common or any(shared) else None)
 
 
 def sequence_sdpa(module, query, key, value, attention_mask, cu_seq_lens_q=None, cu_seq_lens_k=None, **kwargs):
@@ -146,20 +170,21 @@ def sequence_sdpa(module, query, key, value, attention_mask, cu_seq_lens_q=None,
 
 
 def _segment_sdpa(module, query, key, value, segments, **kwargs):
-    """Attention of a row with shared prompts: each segment causal within itself and, when it has
-    one, over all of its context (its group's prompt, earlier in the row)."""
+    """Attention of a row with shared prefixes: each segment causal within itself and over all of its
+    context (up to two earlier spans of the row: the common prefix, its group's prompt)."""
     kwargs.pop("is_causal", None)
     kwargs = {k: v for k, v in kwargs.items() if k not in ("max_length_q", "max_length_k", "cu_seq_lens_k")}
     parts = []
-    for s, e, cs, ce in segments.tolist():
-        if ce == cs:
+    for s, e, *spans in segments.tolist():
+        context = [(a, b) for a, b in zip(spans[::2], spans[1::2]) if b > a]
+        if not context:
             parts.append(_sdpa(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None, is_causal=True, **kwargs)[0])
             continue
-        n, c = e - s, ce - cs
+        n, c = e - s, sum(b - a for a, b in context)
         mask = torch.ones(n, c + n, dtype=torch.bool, device=query.device)
         mask[:, c:] = torch.ones(n, n, dtype=torch.bool, device=query.device).tril()
-        k = torch.cat([key[:, :, cs:ce], key[:, :, s:e]], dim=2)
-        v = torch.cat([value[:, :, cs:ce], value[:, :, s:e]], dim=2)
+        k = torch.cat([key[:, :, a:b] for a, b in context] + [key[:, :, s:e]], dim=2)
+        v = torch.cat([value[:, :, a:b] for a, b in context] + [value[:, :, s:e]], dim=2)
         parts.append(_sdpa(module, query[:, :, s:e], k, v, mask[None, None], **kwargs)[0])
     return torch.cat(parts, dim=1), None
 

@@ -239,7 +239,10 @@ class SupervisedRun:
             tokens = max(1.0, float(sum(sum(samples[j]["loss_mask"][1:]) for j in idx)))
             mine = rank_micro_batches(idx, [len(samples[j]["token_ids"]) for j in idx], len(idx), self.rank, self.world)[0]
             rows = [samples[j] for j in (mine or idx[:1])]  # an empty share: a zero-weight pass
-            lp = sequence_logprobs(self.model, [r["token_ids"] for r in rows], masks=[r["loss_mask"] for r in rows])
+            # one packed row where shared prefixes can be held once (every demonstration of a family
+            # starts with its system prompt, most of its tokens)
+            lp = sequence_logprobs(self.model, [r["token_ids"] for r in rows], masks=[r["loss_mask"] for r in rows],
+                                   packed=shares_prompts(self.model))
             mask = pad_right([r["loss_mask"] for r in rows], 0, torch.float32).to(device)
             mask[:, 0] = 0.0
             loss = sft_loss(lp, mask, tokens) * (1.0 if mine else 0.0)
