@@ -69,3 +69,33 @@ def test_the_prefill_pass_sees_each_distinct_prompt_once():
     fed.calls.clear()
     generate(HFEngine(model, 0, share_prompt_prefill=False), prompts, new_tokens=2)
     assert fed.calls[0] == len(prompts) * 30
+
+
+def with_system(prompts, n=20):
+    """Each prompt after the same `n` tokens: a family's system prompt."""
+    system = prompts_of((n,), seed=3)[0]
+    return [system + p for p in prompts]
+
+
+def test_a_prefix_every_prompt_shares_is_prefilled_once_and_changes_no_token():
+    model = random_model()
+    whole = HFEngine(model, 0, kv_cache_tokens=0, share_prompt_prefill=False)
+    prompts = with_system(batch()[:-1])  # groups and unique prompts, all after one system prompt
+    fed = FedTokens(model)
+    shared = generate(HFEngine(model, 0, kv_cache_tokens=0), prompts)
+    # the system prompt once; the five distinct prompts' own parts (but their last token) once each,
+    # left padded to the longest (14 - 1); then one token per row
+    assert fed.calls[:3] == [20, 5 * 13, len(prompts)]
+    assert_same(shared, generate(whole, prompts))
+    # every prompt distinct: the system prompt once, then each row its own part
+    fed.calls.clear()
+    distinct = with_system(prompts_of((9, 4, 14, 6, 3), seed=4))
+    assert_same(generate(HFEngine(model, 0), distinct), generate(whole, distinct))
+    assert fed.calls[0] == 20 and fed.calls[1] == 5 * 14
+    # sampled with the same seed: the same draws
+    runs = []
+    for share in (True, False):
+        torch.manual_seed(7)
+        runs.append(HFEngine(model, 0, share_prompt_prefill=share).generate(prompts * 2, max_new_tokens=12, temperature=0.8,
+                                                                            stop_token_ids=[STOP]))
+    assert_same(*runs)

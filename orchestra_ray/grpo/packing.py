@@ -75,26 +75,26 @@ def prefix_groups(token_ids: Sequence[Sequence[int]], masks: Optional[Sequence[S
     for rows in members.values():
         if len(rows) < 2:
             continue
-        first, n = token_ids[rows[0]], min(len(token_ids[i]) for i in rows) - 1
-        p = 0
-        while p < n and all(token_ids[i][p] == first[p] for i in rows):
-            p += 1
+        p = shared_prefix([token_ids[i] for i in rows])
         for i in rows:
-            shared[i] = p if p >= 2 else 0
+            shared[i] = p
     return group, shared
 
 
-def row_prefix(token_ids: Sequence[Sequence[int]]) -> int:
-    """The leading tokens every sequence of a row has in common (the system prompt every task of a
-    family starts with), each keeping at least one token of its own; 0 when under two tokens or
-    fewer than two sequences."""
-    if len(token_ids) < 2:
-        return 0
-    first, n = token_ids[0], min(len(t) for t in token_ids) - 1
+def shared_prefix(token_ids: Sequence[Sequence[int]], own: int = 1) -> int:
+    """How many leading tokens all of `token_ids` have in common, each keeping at least `own` tokens
+    of its own; 0 when under two."""
+    first, n = token_ids[0], min(len(t) for t in token_ids) - own
     p = 0
     while p < n and all(t[p] == first[p] for t in token_ids):
         p += 1
     return p if p >= 2 else 0
+
+
+def row_prefix(token_ids: Sequence[Sequence[int]]) -> int:
+    """The leading tokens every sequence of a row has in common (the system prompt every task of a
+    family starts with); 0 for fewer than two sequences."""
+    return shared_prefix(token_ids) if len(token_ids) >= 2 else 0
 
 
 def pack_row(token_ids: Sequence[Sequence[int]], masks: Optional[Sequence[Sequence[int]]] = None,
