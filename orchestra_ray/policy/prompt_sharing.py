@@ -107,7 +107,7 @@ def prefill(model, prompts: Sequence[List[int]], pad_token_id: int, device, base
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as `generate` derives them
     fed = len(base.tokens) if base is not None else 0
     last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    past = {} if cache is None else {"past_key_values": cache}
+    past = {} if cache is None else {cache_field(): cache}
     with torch.no_grad():
         out = model(input_ids=ids[:, fed:], attention_mask=mask, position_ids=positions[:, fed:], use_cache=True,
                     **past, **last)
