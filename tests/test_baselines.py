@@ -86,3 +86,24 @@ def test_random_arm_is_fixed_by_the_seed():
     assert picks(0) == picks(0)
     assert picks(0) != picks(1)
     assert set(picks(0)) == set(SLOTS)
+
+
+def test_bench_routes_bounds_what_question_blind_routes_reach():
+    """`orchestra-ray bench routes` on the quickstart's recorded answers: the hindsight cascade is the
+    best of all orders (so at least the training split's choice), a reader of wrong answers is at least
+    as accurate as its order, and the oracle is the most accurate of all."""
+    from orchestra_ray.config_load import load_config
+    from pipelines.bench import routes
+    from pipelines.families import load_families
+    from pipelines.zoo import load_zoo
+
+    cfg = load_config("pipelines/configs/quickstart.yaml", ["preferences.eval_profiles=[balanced,cost-first]"])
+    zoo = load_zoo(cfg)
+    result = routes.run(cfg, zoo, load_families(cfg, zoo))
+    assert result["heldout_questions"] > 100 and list(result["profiles"]) == ["balanced", "cost-first"]
+    for r in result["profiles"].values():
+        chosen, reads, hindsight, ceiling, oracle = r.values()
+        assert reads["order"] == chosen["order"] and ceiling["order"] == hindsight["order"]
+        assert hindsight["reward"] >= chosen["reward"]
+        assert ceiling["accuracy"] >= hindsight["accuracy"] and oracle["accuracy"] >= ceiling["accuracy"]
+    assert "| balanced | best fixed cascade (training split) | grok-3-mini -> gpt-5-mini" in routes.table(result)

@@ -7,12 +7,12 @@ import argparse
 
 def add_bench_parser(sub) -> argparse.ArgumentParser:
     """The `bench` subcommand of `sub` (the CLI's subparsers), with every benchmark's options."""
-    p = sub.add_parser("bench", help="a benchmark (trl, weight-sync, sandbox, breakdown, copy, learner): prints a table, "
+    p = sub.add_parser("bench", help="a benchmark (trl, weight-sync, sandbox, breakdown, copy, learner, routes): prints a table, "
                                      "writes bench.json")
-    p.add_argument("name", metavar="NAME", choices=("trl", "weight-sync", "sandbox", "breakdown", "copy", "learner"),
-                   help="trl | weight-sync | sandbox | breakdown | copy | learner")
+    p.add_argument("name", metavar="NAME", choices=("trl", "weight-sync", "sandbox", "breakdown", "copy", "learner", "routes"),
+                   help="trl | weight-sync | sandbox | breakdown | copy | learner | routes")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
-                   help="trl, breakdown and copy: the config (default quickstart; copy: mixed) and dotted overrides")
+                   help="trl, breakdown, copy and routes: the config (default quickstart; copy: mixed) and dotted overrides")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: a new local cluster)")
     p.add_argument("--root", default=None, help="where the bench-NAME-TIMESTAMP directory goes (default: runs)")
     p.add_argument("--reps", type=int, default=None,

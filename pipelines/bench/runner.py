@@ -10,7 +10,7 @@ import platform
 import time
 from typing import Callable, Dict, Optional
 
-BENCHMARKS = ("trl", "weight-sync", "sandbox", "breakdown", "copy", "learner")
+BENCHMARKS = ("trl", "weight-sync", "sandbox", "breakdown", "copy", "learner", "routes")
 DEFAULT_REPS = {"weight-sync": 5, "trl": 3}
 SIZES_DEFAULT = "10M,100M,500M"  # the CLI's --sizes default (weight-sync's)
 DEFAULT_STEPS = {"breakdown": 4, "trl": 5, "learner": 3}
@@ -67,7 +67,18 @@ def run_benchmark(name: str, args, config_path: Optional[str] = None, overrides=
     started = machine()
     reps = args.reps if args.reps is not None else DEFAULT_REPS.get(name, 1)
     steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(name, 1)
-    if name == "copy":
+    if name == "routes":
+        from orchestra_ray.config_load import load_config
+        from pipelines.bench import routes as module
+        from pipelines.families import load_families
+        from pipelines.zoo import load_zoo
+
+        cfg = load_config(config_path, list(overrides))
+        zoo = load_zoo(cfg)
+        run_dir = bench_dir(args.root or cfg.run.root, name)
+        result = module.run(cfg, zoo, load_families(cfg, zoo))
+        text = module.table(result)
+    elif name == "copy":
         from orchestra_ray.config_load import load_config
         from orchestra_ray.errors import ConfigError
         from pipelines.bench import copy_probes as module

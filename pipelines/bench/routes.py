@@ -1,0 +1,99 @@
+"""`orchestra-ray bench routes`: what routes that do not read the question can reach on the held-out
+FRAMES questions of a config's split, from the zoo's recorded answers alone (no policy, no Ray).
+
+A policy that reads the experts' answers but not the question can do no better than some fixed
+order of experts with a rule for when to ask the next one. The table gives, per evaluation profile,
+the anchored reward (as the report computes it), accuracy and cost per question of:
+- the best fixed cascade, chosen on the training split (the report's `cascade` baseline; it
+  escalates on the recorded grade "not attempted");
+- the same order escalating when the answer text the policy sees says the expert does not know
+  (`says_unknown`, the cascade demonstrator's reading rule);
+- the best of every fixed cascade of up to three experts chosen on the held-out questions
+  themselves (hindsight: the most any question-blind order gets there);
+- the same order escalating after every wrong answer (a reader that knew which answers are wrong:
+  the ceiling of reading answers);
+- the oracle (the cheapest correct expert of each question: the ceiling of reading the question).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Dict, List, Sequence, Tuple
+
+from orchestra_ray.config import OrchestraConfig
+from orchestra_ray.errors import ConfigError
+from orchestra_ray.families.demos import says_unknown
+from orchestra_ray.families.task import FRAMES
+from orchestra_ray.grpo.preferences import COST, OUTCOME, profile_vector
+from orchestra_ray.grpo.reward import anchored_reward
+from orchestra_ray.reports.baselines import Answer, anchors_of, arm_metrics, best_cascade, cascade_asked, oracle_slot
+from pipelines.families import Families
+from pipelines.zoo import Zoo
+
+Asked = List[Tuple[str, Answer]]
+
+
+def escalating(order: Sequence[str], answers: Dict[str, Answer], stop: Callable[[Answer], bool]) -> Asked:
+    """Ask down `order` until `stop` accepts an answer (or the order ends)."""
+    asked: Asked = []
+    for slot in order:
+        asked.append((slot, answers[slot]))
+        if stop(answers[slot]):
+            break
+    return asked
+
+
+def figures(answers, ids: Sequence[str], slots: Sequence[str], weights: Dict[str, float],
+            route: Callable[[str], Asked]) -> Dict[str, float]:
+    reward = correct = cost = 0.0
+    for q in ids:
+        asked = route(q)
+        m = arm_metrics(slots, asked, asked[-1][1])
+        reward += anchored_reward(m, anchors_of(answers[q], slots), weights)
+        correct += m[OUTCOME]
+        cost += m[COST]
+    return {"reward": reward / len(ids), "accuracy": correct / len(ids), "cost": cost / len(ids)}
+
+
+def run(cfg: OrchestraConfig, zoo: Zoo, families: Families) -> Dict:
+    from pipelines.eval import recorded_answers
+
+    if not families.heldout.get(FRAMES) or not families.train.get(FRAMES):
+        raise ConfigError("bench routes needs FRAMES training and held-out questions; this config has none")
+    train = [q.question_id for q in families.train[FRAMES]]
+    heldout = [q.question_id for q in families.heldout[FRAMES]]
+    questions = {q.question_id: q.problem for pool in (families.train[FRAMES], families.heldout[FRAMES]) for q in pool}
+    answers = recorded_answers(zoo, train + heldout, questions)
+    slots = list(zoo.slots)
+    seen = cfg.zoo.max_response_chars
+    orders = [o for n in range(1, min(3, len(slots)) + 1) for o in itertools.permutations(slots, n)]
+    out: Dict = {"config": cfg.run.name or "", "heldout_questions": len(heldout), "train_questions": len(train),
+                 "profiles": {}}
+    for profile in cfg.preferences.eval_profiles:
+        w = dict(profile_vector(profile, slots, cfg.preferences.weights).weights)
+        chosen = best_cascade(answers, train, slots, w)
+        scored = {o: figures(answers, heldout, slots, w, lambda q, o=o: cascade_asked(o, answers[q])) for o in orders}
+        hindsight = max(orders, key=lambda o: scored[o]["reward"])
+        routes = {
+            "best fixed cascade (training split)": (chosen, scored[chosen]),
+            "  escalating on the text it reads": (chosen, figures(
+                answers, heldout, slots, w, lambda q: escalating(chosen, answers[q], lambda a: not says_unknown(a.text[:seen])))),
+            "best fixed cascade (held-out, hindsight)": (hindsight, scored[hindsight]),
+            "  escalating after every wrong answer": (hindsight, figures(
+                answers, heldout, slots, w, lambda q: escalating(hindsight, answers[q], lambda a: a.correct))),
+            "oracle (cheapest correct expert)": ((), figures(
+                answers, heldout, slots, w, lambda q: [(oracle_slot(answers[q], slots), answers[q][oracle_slot(answers[q], slots)])])),
+        }
+        out["profiles"][profile] = {name: {"order": list(o), **f} for name, (o, f) in routes.items()}
+    return out
+
+
+def table(result: Dict) -> str:
+    lines = [f"held-out FRAMES: {result['heldout_questions']} questions (routes chosen on {result['train_questions']} training questions)",
+             "", "| profile | route | order | reward | accuracy | cost / question |", "|---|---|---|---|---|---|"]
+    for profile, routes in result["profiles"].items():
+        for name, r in routes.items():
+            order = " -> ".join(r["order"]) or "-"
+            lines.append(f"| {profile} | {name.strip()}{' (same order)' if name.startswith(' ') else ''} | {order} | "
+                         f"{r['reward']:.3f} | {100 * r['accuracy']:.1f} % | ${r['cost']:.5f} |")
+    return "\n".join(lines)
