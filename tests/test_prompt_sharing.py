@@ -3,6 +3,7 @@
 same seed, with or without sequence ids, beside unique prompts and rows continuing a kept cache; the
 prefill pass is fed the distinct prompts alone."""
 
+import pytest
 import torch
 
 from orchestra_ray.policy.engine import HFEngine
@@ -20,12 +21,14 @@ def batch():
     return [a, b, a, c, a, b, d, e, e, [5]]
 
 
-def test_identical_prompts_give_the_tokens_of_whole_prefills():
+@pytest.mark.parametrize("system", [0, 20])
+def test_identical_prompts_give_the_tokens_of_whole_prefills(system):
+    """... and with a system prompt before every prompt (`system` tokens), prefilled once."""
     model = random_model()
     whole = HFEngine(model, 0, kv_cache_tokens=0, share_prompt_prefill=False)
     shared, unshared = HFEngine(model, 0, kv_cache_tokens=0), HFEngine(model, 0, share_prompt_prefill=False)
     assert shared.share_prompt_prefill and not whole.share_prompt_prefill
-    prompts = batch()
+    prompts = with_system(batch(), system)
     assert_same(generate(shared, prompts), generate(whole, prompts))
     # With sequence ids: the same tokens, and the same caches kept as without sharing.
     keyed = HFEngine(model, 0)
@@ -36,7 +39,7 @@ def test_identical_prompts_give_the_tokens_of_whole_prefills():
     assert {i: k.tokens for i, k in keyed.kept.kept.items()} == {i: k.tokens for i, k in unshared.kept.kept.items()}
     # Rows continuing their kept caches in the same batch as new groups and a unique prompt.
     nxt = [p + g.token_ids + [21, 22, 23][: 1 + i % 3] for i, (p, g) in enumerate(zip(prompts, first))][:4]
-    fresh = batch()[:6] + prompts_of((7,), seed=2)
+    fresh = with_system(batch()[:6] + prompts_of((7,), seed=2), system)
     mixed = nxt + fresh
     expected = generate(whole, mixed)
     kept = [keyed.kept.take(i, p) for i, p in enumerate(nxt)]
