@@ -55,3 +55,18 @@ def test_a_missing_gguf_or_wheel_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(pretrained.PretrainedUnavailable, match="pip install no-such-wheel"):
         pretrained.resolve("absent-model", str(tmp_path))
     assert pretrained.resolve("Qwen/Qwen3-8B", str(tmp_path)) == "Qwen/Qwen3-8B"  # hub ids and folders pass through
+
+
+def test_the_smollm2_config_fits_the_laptop_by_its_plan(capsys):
+    """The pretrained config trains LoRA adapters of SmolLM2-135M on one rollout worker: its memory
+    plan fits a 24 GB machine (the plan reads the model's shape from the package, no download)."""
+    from orchestra_ray.config_load import load_config
+    from pipelines.cli import main
+
+    cfg = load_config("pipelines/configs/smollm2.yaml", [])
+    assert cfg.policy.model == "smollm2-135m" and cfg.trainer.lora.rank > 0 and cfg.rollout.num_workers == 1
+    assert cfg.warm_start.demonstrator == "cascade"
+    assert main(["plan", "smollm2", "plan.host_memory_gb=24"]) == 0
+    out = capsys.readouterr().out
+    assert "0.13B parameters (30 layers, hidden 576" in out and "LoRA rank 16" in out
+    assert out.rstrip().endswith("fits")
