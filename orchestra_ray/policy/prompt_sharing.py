@@ -64,7 +64,7 @@ def common_prefix(model, prompts: Sequence[List[int]], kept: Sequence[Optional[K
     if not c:
         return None
     prefix = list(prompts[next(i for i, k in enumerate(kept) if k is None and len(prompts[i]) >= 2)][:c])
-    return prefill(model, [prefix + [pad_token_id]], pad_token_id, device)[0]
+    return prefill(model, [prefix + [pad_token_id]], pad_token_id, device)[0]  # all but the (stand-in) last token
 
 
 def plan(prompts: Sequence[List[int]], kept: Sequence[Optional[Kept]], base: Optional[Kept] = None) -> List[List[int]]:
