@@ -16,7 +16,7 @@ import itertools
 import json
 import random
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from orchestra_ray.grpo.preferences import COST, LATENCY, OUTCOME, calls_metric
 from orchestra_ray.grpo.reward import anchored_reward
@@ -77,14 +77,19 @@ def _call(turn: int, name: str, slot: str, tin: int, tout: int, cost: float, lat
             "ok": True, "error": "", "error_kind": ""}
 
 
-def cascade_asked(order: Sequence[str], answers: Mapping[str, Answer]) -> List[Tuple[str, Answer]]:
-    """Ask down the cascade until an expert does not abstain (or the cascade ends)."""
+def escalating(order: Sequence[str], answers: Mapping[str, Answer], stop: Callable[[Answer], bool]) -> List[Tuple[str, Answer]]:
+    """Ask down `order` until `stop` accepts an answer (or the order ends)."""
     asked = []
     for slot in order:
         asked.append((slot, answers[slot]))
-        if answers[slot].grade != ABSTAINED:
+        if stop(answers[slot]):
             break
     return asked
+
+
+def cascade_asked(order: Sequence[str], answers: Mapping[str, Answer]) -> List[Tuple[str, Answer]]:
+    """Ask down the cascade until an expert does not abstain (or the cascade ends)."""
+    return escalating(order, answers, lambda a: a.grade != ABSTAINED)
 
 
 def oracle_slot(answers: Mapping[str, Answer], slots: Sequence[str]) -> str:

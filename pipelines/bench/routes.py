@@ -26,21 +26,11 @@ from orchestra_ray.families.demos import says_unknown
 from orchestra_ray.families.task import FRAMES
 from orchestra_ray.grpo.preferences import COST, OUTCOME, profile_vector
 from orchestra_ray.grpo.reward import anchored_reward
-from orchestra_ray.reports.baselines import Answer, anchors_of, arm_metrics, best_cascade, cascade_asked, oracle_slot
+from orchestra_ray.reports.baselines import Answer, anchors_of, arm_metrics, best_cascade, cascade_asked, escalating, oracle_slot
 from pipelines.families import Families
 from pipelines.zoo import Zoo
 
 Asked = List[Tuple[str, Answer]]
-
-
-def escalating(order: Sequence[str], answers: Dict[str, Answer], stop: Callable[[Answer], bool]) -> Asked:
-    """Ask down `order` until `stop` accepts an answer (or the order ends)."""
-    asked: Asked = []
-    for slot in order:
-        asked.append((slot, answers[slot]))
-        if stop(answers[slot]):
-            break
-    return asked
 
 
 def figures(answers, ids: Sequence[str], slots: Sequence[str], weights: Dict[str, float],
