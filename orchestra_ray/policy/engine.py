@@ -23,6 +23,7 @@ from typing import Callable, List, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from orchestra_ray.policy.kv_cache import KV_CACHE_TOKENS, SequenceCache, cache_field, pack, plain_dynamic_cache, unpack
 from orchestra_ray.policy.prompt_sharing import share_prefill
@@ -114,6 +115,7 @@ class HFEngine:
         kept = None  # the batch's cache holds copies
         width = ids.shape[1]
         greedy = temperature <= 0
+        chosen = _ChosenLogprobs(1.0 if greedy else temperature)
         out = self.model.generate(
             input_ids=ids,
             attention_mask=mask,
@@ -125,15 +127,12 @@ class HFEngine:
             top_p=None,
             eos_token_id=list(stop_token_ids),
             pad_token_id=self.pad_token_id,
+            logits_processor=LogitsProcessorList([chosen]),
             return_dict_in_generate=True,
-            output_logits=True,
             streamer=streamer,
         )
         new = out.sequences[:, width:].cpu()
-        logits = torch.stack(out.logits, dim=1).float().cpu()  # (batch, new, vocab), before any processor
-        if not greedy and temperature != 1.0:
-            logits = logits / temperature
-        lps = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        lps = chosen.logprobs(new)
         stops = set(stop_token_ids)
         result = []
         for i in range(len(prompts)):
@@ -175,6 +174,37 @@ class HFEngine:
                         np.copyto(p.data.numpy(), t.detach().numpy())
                 else:
                     p.data.copy_(t.to(p.dtype))
+
+
+class _ChosenLogprobs(LogitsProcessor):
+    """Each generated token's log-prob under the sampling distribution (the raw logits over the
+    temperature), one step behind the sampler: a step's call sees the token the step before chose.
+    Only one step's vocabulary-wide log-softmax is alive at a time; `output_logits` would keep
+    batch x new tokens x vocabulary floats (3 GB for 64 sequences of 256 tokens over SmolLM2's
+    49,152) and copy them twice more. Custom processors run before transformers' temperature
+    warper, so the scores seen here are the model's own."""
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+        self.last: Optional[torch.Tensor] = None  # (batch, vocab) log-softmax of the latest step
+        self.steps: List[torch.Tensor] = []  # (batch,) log-prob of each step's chosen token
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.last is not None:
+            self.steps.append(self.last.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        self.last = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def logprobs(self, new: torch.Tensor) -> torch.Tensor:
+        """(batch, new tokens) log-probs of `new`, the tokens generate returned after the prompt.
+        A step transformers ran and then undid is past `new`'s end and left out."""
+        n = new.shape[1]
+        if n == 0:
+            return torch.zeros(new.shape)
+        steps = self.steps[:n]
+        if len(steps) < n:  # the last token was chosen after the last call
+            steps.append(self.last.gather(-1, new[:, n - 1 : n].to(self.last.device)).squeeze(-1))
+        return torch.stack(steps, dim=1).cpu()
 
 
 class _TokenStreamer:
