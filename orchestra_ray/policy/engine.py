@@ -26,6 +26,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from orchestra_ray.policy.kv_cache import KV_CACHE_TOKENS, SequenceCache, cache_field, pack, plain_dynamic_cache, unpack
+from orchestra_ray.policy.preallocated_cache import preallocated_cache
 from orchestra_ray.policy.prompt_sharing import share_prefill
 
 
@@ -50,12 +51,15 @@ class Engine(Protocol):
 
 class HFEngine:
     def __init__(self, model, pad_token_id: int, max_batch_size: int = 64, share_weights: bool = False,
-                 kv_cache_tokens: int = KV_CACHE_TOKENS, share_prompt_prefill: bool = True):
+                 kv_cache_tokens: int = KV_CACHE_TOKENS, share_prompt_prefill: bool = True,
+                 preallocate: bool = True):
         """`share_weights`: on CPU, loaded float arrays of the model's dtype become the parameters
         themselves instead of being copied in: the published weights in shared memory are then read
         in place by every engine on the node (generation never writes its weights).
         `kv_cache_tokens`: at most this many tokens' KV kept between calls for `sequence_ids`; 0: none.
-        `share_prompt_prefill`: identical prompts of a call share one prefill of their prefix."""
+        `share_prompt_prefill`: identical prompts of a call share one prefill of their prefix.
+        `preallocate`: decoding writes keys and values into buffers sized once per call
+        (`preallocated_cache`) instead of concatenating the whole cache at every token."""
         self.model = model.eval()
         self.pad_token_id = pad_token_id
         self.device = next(model.parameters()).device
@@ -66,6 +70,7 @@ class HFEngine:
         self.kept = SequenceCache(kv_cache_tokens) if keep else None
         self.keeps_kv_cache = keep
         self.share_prompt_prefill = share_prompt_prefill and plain
+        self.preallocate = preallocate and plain
 
     def generate(self, prompts, *, max_new_tokens, temperature, stop_token_ids, on_token=None,
                  sequence_ids=None) -> List[Generation]:
@@ -111,9 +116,12 @@ class HFEngine:
             kept = share_prefill(self.model, prompts, kept, self.pad_token_id, self.device)
         # Left padding keeps every prompt's last token at the same position for batched decoding; a
         # kept cache stands for the columns before a sequence's new tokens (kv_cache.pack).
-        ids, mask, cache = pack(prompts, kept, self.pad_token_id, self.device)
+        reserve = max_new_tokens if self.preallocate else None
+        ids, mask, cache = pack(prompts, kept, self.pad_token_id, self.device, reserve)
         kept = None  # the batch's cache holds copies
         width = ids.shape[1]
+        if cache is None and self.preallocate:
+            cache = preallocated_cache(self.model, width + max_new_tokens)
         greedy = temperature <= 0
         chosen = _ChosenLogprobs(1.0 if greedy else temperature)
         out = self.model.generate(

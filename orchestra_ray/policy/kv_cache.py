@@ -27,6 +27,7 @@ from typing import Hashable, Iterable, List, Optional, Sequence, Tuple
 import torch
 
 from orchestra_ray.config import RolloutConfig
+from orchestra_ray.policy.preallocated_cache import PreallocatedLayer
 
 KV_CACHE_TOKENS = RolloutConfig.kv_cache_max_tokens
 
@@ -106,9 +107,11 @@ class SequenceCache:
             self.tokens = 0
 
 
-def pack(prompts: Sequence[List[int]], kept: Sequence[Optional[Kept]], pad_token_id: int, device):
+def pack(prompts: Sequence[List[int]], kept: Sequence[Optional[Kept]], pad_token_id: int, device, reserve: Optional[int] = None):
     """(input_ids, attention_mask, cache or None) of one batched call; without kept sequences it is
-    plain left padding and no cache."""
+    plain left padding and no cache. With `reserve` the cache's layers are `PreallocatedLayer`s with
+    room for `reserve` positions past the prompt columns (the kept columns are written into their
+    buffers directly)."""
     c_max = max((len(k.tokens) for k in kept if k is not None), default=0)
     new = [p[len(k.tokens):] if k is not None else p for p, k in zip(prompts, kept)]
     n_max = max(len(x) for x in new)
@@ -127,13 +130,19 @@ def pack(prompts: Sequence[List[int]], kept: Sequence[Optional[Kept]], pad_token
     some = next(k for k in kept if k is not None)
     layers = []
     for layer, (k0, _) in enumerate(some.layers):
-        keys = k0.new_zeros((len(prompts), k0.shape[0], c_max, k0.shape[2]))
-        values = torch.zeros_like(keys)
+        keys = k0.new_empty((len(prompts), k0.shape[0], c_max if reserve is None else c_max + n_max + reserve, k0.shape[2]))
+        values = torch.empty_like(keys)
+        keys[:, :, :c_max] = 0  # masked padding, but never uninitialised memory (NaN * 0 is NaN)
+        values[:, :, :c_max] = 0
         for i, k in enumerate(kept):
             if k is not None and k.tokens:
-                keys[i, :, c_max - len(k.tokens):] = k.layers[layer][0]
-                values[i, :, c_max - len(k.tokens):] = k.layers[layer][1]
-        layers.append((keys, values))
+                keys[i, :, c_max - len(k.tokens): c_max] = k.layers[layer][0]
+                values[i, :, c_max - len(k.tokens): c_max] = k.layers[layer][1]
+        layers.append((keys, values) if reserve is None else PreallocatedLayer.holding(keys, values, c_max))
+    if reserve is not None:
+        cache = DynamicCache()
+        cache.layers, cache.layer_class_to_replicate = layers, None
+        return ids.to(device), mask.to(device), cache
     return ids.to(device), mask.to(device), DynamicCache(layers)
 
 
