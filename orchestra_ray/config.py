@@ -52,7 +52,7 @@ class DataConfig:
 
 EXPERT_BACKENDS = ("replay", "openai", "serve")
 TOKEN_LIMIT_PARAMS = ("max_tokens", "max_completion_tokens")  # request fields of an output-token limit
-DEMONSTRATORS = ("strongest", "preference", "cascade")  # warm_start.demonstrator
+DEMONSTRATORS = ("strongest", "preference", "cascade", "best-cascade")  # warm_start.demonstrator
 
 
 @dataclass
@@ -281,7 +281,10 @@ class WarmStartConfig:
     # prompt lists (the strongest for outcome, prices for cost, typical latency for latency), as a
     # prompted model would; the experts' accuracy on the data is left for RL to find. "cascade": the
     # experts in that listed order, the next one asked when the answer read says the expert does not
-    # know (orchestra_ray/families/demos.py: consult, read, escalate; at most three).
+    # know (orchestra_ray/families/demos.py: consult, read, escalate; at most three). "best-cascade":
+    # the same reading, in the order of up to three experts with the best mean reward under the
+    # task's preference on the training split's recorded answers (the report's cascade baseline):
+    # what each expert is worth is measured on training questions, as the paper's tool descriptions are.
     demonstrator: str = "strongest"
     # "preference" and "cascade": 0 demonstrates the best-listed order every time; above 0 each
     # demonstration draws its experts from softmax(listed score / this), in the units of the weights.

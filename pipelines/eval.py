@@ -19,10 +19,9 @@ from typing import Dict, List, Optional, Tuple
 import pyarrow.parquet as pq
 
 from orchestra_ray import checkpoint as ckpt
-from orchestra_ray.reports.baselines import Answer, baseline_records, plan_baselines
+from orchestra_ray.reports.baselines import baseline_records, plan_baselines
 from orchestra_ray.config import OrchestraConfig
 from orchestra_ray.errors import ConfigError
-from orchestra_ray.experts.base import ExpertRequest
 from orchestra_ray.grpo.preferences import metric_names, profile_vector
 from orchestra_ray.families.task import FRAMES
 from orchestra_ray.rollout.sample import Sample
@@ -72,16 +71,6 @@ def check_heldout(state: dict, families: Families, checkpoint: str) -> None:
                               "evaluate with the data split the policy was trained with")
 
 
-def recorded_answers(zoo: Zoo, question_ids: List[str], questions: Dict[str, str]) -> Dict[str, Dict[str, Answer]]:
-    out = {}
-    for q in question_ids:
-        out[q] = {}
-        for s in zoo.slots:
-            r = zoo.experts[s].respond(ExpertRequest(q, [{"role": "user", "content": questions[q]}]))
-            out[q][s] = Answer(r.text, r.grade or "", r.input_tokens, r.output_tokens, r.cost, r.latency)
-    return out
-
-
 def train_run_router(cfg: OrchestraConfig, zoo: Zoo, families: Families, run_dir: str, progress: Progress,
                      iterations: int, answers=None) -> str:
     """Trains the RLlib PPO router on the run's FRAMES training split (every training profile)
@@ -93,13 +82,12 @@ def train_run_router(cfg: OrchestraConfig, zoo: Zoo, families: Families, run_dir
     train_ids = [q.question_id for q in families.train.get(FRAMES, [])]
     if not train_ids:
         raise ConfigError("the learned router needs FRAMES training questions; this config has none")
-    questions = {q.question_id: q.problem for q in families.train[FRAMES]}
-    answers = answers or recorded_answers(zoo, train_ids, questions)
+    answers = answers or zoo.recorded_answers(families.train[FRAMES])
     out_dir = os.path.join(run_dir, ROUTER_DIR)
     progress.note(f"training the RLlib PPO router on {len(train_ids)} training questions ({iterations} iterations) ...")
     with contextlib.suppress(FileNotFoundError):
         os.remove(os.path.join(out_dir, FITTED_ON))  # a router being replaced is fitted on nothing known
-    feats = encode([questions[q] for q in train_ids])
+    feats = encode([q.problem for q in families.train[FRAMES]])
     train_profiles = [dict(profile_vector(p, zoo.slots, cfg.preferences.weights).weights) for p in cfg.preferences.train_profiles]
     train_router(feats, [anchors_of(answers[q], zoo.slots) for q in train_ids], train_profiles, list(zoo.slots),
                  out_dir, iterations=iterations, seed=cfg.run.seed, progress=progress)
@@ -171,8 +159,9 @@ def run_eval(checkpoint: str, run_dir: str, cfg: OrchestraConfig, zoo: Zoo, fami
     frames_heldout = [q.question_id for q in families.heldout.get(FRAMES, [])]
     meta_router = None
     if frames_heldout:
-        questions = {q.question_id: q.problem for pool in (families.train.get(FRAMES, []), families.heldout[FRAMES]) for q in pool}
-        answers = recorded_answers(zoo, frames_train + frames_heldout, questions)
+        pool = families.train.get(FRAMES, []) + families.heldout[FRAMES]
+        questions = {q.question_id: q.problem for q in pool}
+        answers = zoo.recorded_answers(pool)
         plan = plan_baselines(answers, frames_train, zoo.slots, profiles)
         picks = None
         if router:

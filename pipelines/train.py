@@ -277,7 +277,8 @@ def train(cfg: OrchestraConfig, zoo: Zoo, run_dir: str, progress: Progress, resu
             t0 = time.time()
             losses = tr.warm_start(policy_path)
             habit = {"strongest": "God-model", "preference": "preference-following",
-                     "cascade": "escalating (consult, read, escalate)"}[cfg.warm_start.demonstrator]
+                     "cascade": "escalating (consult, read, escalate)",
+                     "best-cascade": "escalating (consult, read, escalate; the training split's best order)"}[cfg.warm_start.demonstrator]
             kind = (f"{habit} demonstrations" if tr.families.names == [FRAMES]
                     else f"demonstrations ({habit} on FRAMES, reference solutions elsewhere)")
             progress.note(f"warm start: {tr.demonstrations} {kind} x {len(losses)} epoch(s), "

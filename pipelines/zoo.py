@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import statistics
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from orchestra_ray.rollout.chat import IM_END, IM_START, SlotCard, system_prompt, tool_call_text, tool_exchange, user_message
 from orchestra_ray.config import OrchestraConfig
@@ -14,12 +14,13 @@ from orchestra_ray.errors import ConfigError, DataError
 from orchestra_ray.families.domains.database import Database
 from orchestra_ray.families.domains.environment import compact_json
 from orchestra_ray.families.domains.lookups import lookup_calls
-from orchestra_ray.experts.base import ReplayExpert
+from orchestra_ray.experts.base import ExpertRequest, ReplayExpert
 from orchestra_ray.families.frames import Question, load_questions, load_responses, split_questions
 from orchestra_ray.grpo.preferences import profile_names, profile_vector
 from orchestra_ray.experts.pricing import PriceTable
 from orchestra_ray.policy import pretrained
 from orchestra_ray.policy.tiny_model import tiny_policy_path
+from orchestra_ray.reports.baselines import Answer
 from orchestra_ray.tools.spec import expert_tools
 
 
@@ -31,6 +32,18 @@ class Zoo:
     experts: Dict[str, ReplayExpert]
     system_prompt: str
     cards: List[SlotCard]  # what the system prompt lists of each slot
+
+    def recorded_answers(self, questions: Sequence[Question]) -> Dict[str, Dict[str, Answer]]:
+        """Every slot's recorded answer to each question: question id -> slot -> `Answer`."""
+        out: Dict[str, Dict[str, Answer]] = {}
+        for q in questions:
+            request = ExpertRequest(q.question_id, [{"role": "user", "content": q.problem}])
+            out[q.question_id] = {s: _answer(self.experts[s].respond(request)) for s in self.slots}
+        return out
+
+
+def _answer(r) -> Answer:
+    return Answer(r.text, r.grade or "", r.input_tokens, r.output_tokens, r.cost, r.latency)
 
 
 def load_zoo(cfg: OrchestraConfig) -> Zoo:

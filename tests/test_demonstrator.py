@@ -23,6 +23,19 @@ CARDS = [
 SLOTS = [c.name for c in CARDS]
 
 
+class OneTokenChat:
+    """One token per call or observation: the shape of a demonstrated episode is what is checked."""
+
+    def prompt_ids(self, system, user):
+        return [0]
+
+    def encode(self, text):
+        return [1]
+
+    def observation_ids(self, text):
+        return [2]
+
+
 def choice(profile: str, cards=CARDS) -> str:
     return listed_choice(cards, "claude-sonnet-4", profile_vector(profile, [c.name for c in cards]).weights)
 
@@ -95,16 +108,6 @@ def test_an_answer_that_says_the_expert_does_not_know_is_told_from_an_answer(tex
 def test_the_cascade_demonstrator_escalates_only_after_reading_an_abstention():
     from orchestra_ray.families.demos import cascade, cascade_order, scripted_demo
 
-    class Chat:  # one token per call or observation: the shape of the episode is what is checked
-        def prompt_ids(self, system, user):
-            return [0]
-
-        def encode(self, text):
-            return [1]
-
-        def observation_ids(self, text):
-            return [2]
-
     order = cascade_order(CARDS, "claude-sonnet-4", profile_vector("accuracy-first", SLOTS).weights)
     assert order[0] == "claude-sonnet-4" and sorted(order) == sorted(SLOTS)
     cost = cascade_order(CARDS, "claude-sonnet-4", profile_vector("cost-first", SLOTS).weights)
@@ -118,10 +121,59 @@ def test_the_cascade_demonstrator_escalates_only_after_reading_an_abstention():
             seen.append(args["expert"])
             return replies.get(args["expert"], "I don't know")
 
-        demo = scripted_demo(Chat(), "s", "u", cascade(cost, 3), observe)
+        demo = scripted_demo(OneTokenChat(), "s", "u", cascade(cost, 3), observe)
         assert seen == asked
         assert demo["token_ids"] == [0] + [1, 2] * len(asked) + [1]  # calls, their observations, the answer
     rng = random.Random(0)
     drawn = {tuple(cascade_order(CARDS, "claude-sonnet-4", profile_vector("balanced", SLOTS).weights, 0.3, rng))
              for _ in range(50)}
     assert len(drawn) > 3 and all(sorted(d) == sorted(SLOTS) for d in drawn)
+
+
+def test_the_best_cascade_demonstrator_asks_in_each_preferences_best_training_order():
+    """A cheap expert right on half the questions that says "I don't know" on a quarter, a mid one
+    right on 60 %, a strong pricey one right on 80 %: cost-first's best training order starts
+    cheap and escalates, an outcome-only preference's starts strong; each demonstration asks the
+    next expert only after reading an abstention."""
+    from orchestra_ray.families.demos import scripted_demo
+    from orchestra_ray.families.frames import FramesFamily
+    from orchestra_ray.families.task import Task
+    from orchestra_ray.grpo.preferences import PreferenceVector
+    from orchestra_ray.reports.baselines import Answer, best_cascade
+
+    slots = ["strong", "mid", "cheap"]
+    cards = [SlotCard("strong", "", 3.0, 15.0, 30.0), SlotCard("mid", "", 0.25, 2.0, 18.0), SlotCard("cheap", "", 0.3, 0.5, 7.0)]
+    price = {"strong": 0.02, "mid": 0.002, "cheap": 0.0004}
+    latency = {"strong": 30.0, "mid": 18.0, "cheap": 7.0}
+
+    def answer(slot, grade):
+        return Answer("I don't know" if grade == "C" else "Answer: x", grade, 100, 10, price[slot], latency[slot])
+
+    training = {f"q{i}": {"strong": answer("strong", "A" if i % 10 < 8 else "B"),
+                          "mid": answer("mid", "A" if i % 10 < 6 else "B"),
+                          "cheap": answer("cheap", "AACB"[i % 4])} for i in range(40)}
+    family = FramesFamily("system", [], "strong", "best-cascade", cards, 0.0, lambda: training)
+    outcome_only = {"outcome": 1.0, "cost": 0.0, "latency": 0.0}
+
+    def asked(weights, replies):
+        seen = []
+
+        def observe(name, args):
+            seen.append(args["expert"])
+            return replies.get(args["expert"], "I don't know")
+
+        task = Task("t", "q", "question", "x", PreferenceVector("p", weights, ""))
+        scripted_demo(OneTokenChat(), "s", "u", family.demonstration(task, random.Random(0)), observe)
+        return seen
+
+    cost = dict(profile_vector("cost-first", slots).weights)
+    assert family.best_order(cost) == best_cascade(training, list(training), slots, cost)
+    assert family.best_order(cost)[:2] == ("cheap", "mid")
+    assert family.best_order(outcome_only)[0] == "strong"
+    assert asked(cost, {"cheap": "Answer: 42"}) == ["cheap"]
+    assert asked(cost, {"mid": "Answer: 42"}) == ["cheap", "mid"]
+    assert asked(outcome_only, {"strong": "Answer: 42"}) == ["strong"]
+    with pytest.raises(ValueError, match="training split"):
+        FramesFamily("system", [], "strong", "best-cascade", cards)
+    with pytest.raises(ValueError, match="training split is empty"):
+        FramesFamily("system", [], "strong", "best-cascade", cards, 0.0, dict).best_order(cost)

@@ -12,7 +12,7 @@ import hashlib
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +22,7 @@ from orchestra_ray.families.demos import Reading, cascade, cascade_order, listed
 from orchestra_ray.families.family import Call, EpisodeState, Loaded, TaskFamily
 from orchestra_ray.families.grading import judge_free_text
 from orchestra_ray.parquet_input import read_columns
+from orchestra_ray.reports.baselines import Answers, best_cascade
 from orchestra_ray.rollout.chat import SlotCard
 from orchestra_ray.tools.spec import ToolSpec, expert_tools, search_tool
 
@@ -150,22 +151,33 @@ class FramesFamily(TaskFamily):
     match with the gold answer. A demonstration consults one expert and relays its answer; which one
     is the demonstrator's habit (`warm_start.demonstrator`): always the strongest (the "God model"
     one the paper criticises), or the one the task's preference picks from the system prompt's
-    listing (`demos.listed_choice`)."""
+    listing (`demos.listed_choice`). The cascade demonstrators read and escalate (`demos.cascade`), in
+    the listed order ("cascade") or in the order that earned the most reward on the training split
+    under the task's preference ("best-cascade"; `training()` gives every slot's recorded answer to
+    each training question)."""
 
     name = FRAMES
     always_loaded = True
 
     def __init__(self, system_prompt: str, tools: Sequence[ToolSpec], strongest: str, demonstrator: str = "strongest",
-                 cards: Sequence[SlotCard] = (), temperature: float = 0.0):
+                 cards: Sequence[SlotCard] = (), temperature: float = 0.0,
+                 training: Optional[Callable[[], Answers]] = None):
         super().__init__({FRAMES: (system_prompt, list(tools))})
         self.strongest, self.demonstrator = strongest, demonstrator
         self.cards, self.temperature = list(cards), temperature
+        if demonstrator == "best-cascade" and training is None:
+            raise ValueError("the best-cascade demonstrator needs the training split's recorded answers")
+        self.training = training  # read on the first demonstration: evaluation never needs it
+        self.answers: Optional[Answers] = None
+        self.best_orders: Dict[Tuple[Tuple[str, float], ...], Tuple[str, ...]] = {}  # per preference weights
 
     @classmethod
     def load(cls, cfg: Any, zoo: Any) -> Loaded:
         tools = expert_tools(zoo.slots) + ([search_tool()] if cfg.tools.search.corpus else [])
         w = cfg.warm_start
-        family = cls(zoo.system_prompt, tools, cfg.zoo.strongest, w.demonstrator, zoo.cards, w.demonstrator_temperature)
+        training = (lambda: zoo.recorded_answers(zoo.train)) if w.demonstrator == "best-cascade" else None
+        family = cls(zoo.system_prompt, tools, cfg.zoo.strongest, w.demonstrator, zoo.cards, w.demonstrator_temperature,
+                     training)
         return Loaded(family, list(zoo.train), list(zoo.heldout))
 
     @classmethod
@@ -173,9 +185,23 @@ class FramesFamily(TaskFamily):
         return judge_free_text(answer, task.gold)
 
     def demonstration(self, task: Any, rng: random.Random) -> Union[List[Call], Reading]:
+        if self.demonstrator == "best-cascade":
+            return cascade(self.best_order(task.preference.weights), 3)
         if self.demonstrator == "cascade":  # consult, read, escalate: up to three experts
             return cascade(cascade_order(self.cards, self.strongest, task.preference.weights, self.temperature, rng), 3)
         slot = self.strongest
         if self.demonstrator == "preference":
             slot = listed_choice(self.cards, self.strongest, task.preference.weights, self.temperature, rng)
         return [("call_expert", {"expert": slot}), ("answer", {"expert": slot})]
+
+    def best_order(self, weights: Dict[str, float]) -> Tuple[str, ...]:
+        """The training split's best cascade under `weights`, computed once per preference."""
+        key = tuple(sorted(weights.items()))
+        if key not in self.best_orders:
+            if self.answers is None:
+                self.answers = self.training()
+            if not self.answers:
+                raise ValueError("the best-cascade demonstrator needs training questions; the training split is empty")
+            slots = [c.name for c in self.cards] or sorted(next(iter(self.answers.values())))
+            self.best_orders[key] = best_cascade(self.answers, list(self.answers), slots, weights)
+        return self.best_orders[key]

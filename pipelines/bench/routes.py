@@ -46,14 +46,11 @@ def figures(answers, ids: Sequence[str], slots: Sequence[str], weights: Dict[str
 
 
 def run(cfg: OrchestraConfig, zoo: Zoo, families: Families) -> Dict:
-    from pipelines.eval import recorded_answers
-
     if not families.heldout.get(FRAMES) or not families.train.get(FRAMES):
         raise ConfigError("bench routes needs FRAMES training and held-out questions; this config has none")
     train = [q.question_id for q in families.train[FRAMES]]
     heldout = [q.question_id for q in families.heldout[FRAMES]]
-    questions = {q.question_id: q.problem for pool in (families.train[FRAMES], families.heldout[FRAMES]) for q in pool}
-    answers = recorded_answers(zoo, train + heldout, questions)
+    answers = zoo.recorded_answers(families.train[FRAMES] + families.heldout[FRAMES])
     slots = list(zoo.slots)
     seen = cfg.zoo.max_response_chars
     orders = [o for n in range(1, min(3, len(slots)) + 1) for o in itertools.permutations(slots, n)]
