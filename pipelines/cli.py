@@ -155,7 +155,7 @@ def cmd_bench(args) -> int:
     config_arg, overrides = _split_args(args.items)
     if args.name == "copy":  # it probes domain tasks, which the quickstart has none of
         config_arg = config_arg or "mixed"
-    config = _config_path(config_arg) if args.name in ("breakdown", "trl", "copy", "routes") else config_arg
+    config = _config_path(config_arg) if args.name in ("breakdown", "trl", "copy", "routes", "generate") else config_arg
     run_benchmark(args.name, args, config, overrides)
     return 0
 

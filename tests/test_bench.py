@@ -221,3 +221,16 @@ def test_a_model_not_in_float32_is_packed_not_flattened():
     assert not flatten_parameters(model) and model.lm_head.weight.data_ptr() == ptr
     sent = unpack_state(pack_state(model))
     assert all(np.array_equal(sent[k], v) and sent[k].dtype == np.float32 for k, v in state_to_numpy(model).items())
+
+
+def test_generate_bench_runs_both_caches_to_the_same_tokens(tmp_path):
+    """`orchestra-ray bench generate`: one call per KV cache in its own process, every row decoding
+    the asked tokens; greedy, both caches give the same tokens (no Ray)."""
+    assert main(["bench", "generate", "quickstart", f"policy.cache_dir={tmp_path / 'cache'}", "policy.tiny.pretrain_steps=20",
+                 "--prompts", "4", "--new-tokens", "6", "--root", str(tmp_path)]) == 0
+    out = read_bench(tmp_path, "generate")
+    assert out["same_tokens"] is True and out["prompts"] == 4 and out["prompt_tokens"][0] > 100
+    assert list(out["variants"]) == ["preallocated KV buffers", "concatenating cache (transformers)"]
+    for r in out["variants"].values():
+        assert r["generated_tokens"] == 4 * 6 and r["seconds"] > 0
+        assert r["peak_rss_gb"] >= r["rss_after_load_gb"] > 0

@@ -10,7 +10,7 @@ import platform
 import time
 from typing import Callable, Dict, Optional
 
-BENCHMARKS = ("trl", "weight-sync", "sandbox", "breakdown", "copy", "learner", "routes")
+BENCHMARKS = ("trl", "weight-sync", "sandbox", "breakdown", "copy", "learner", "routes", "generate")
 DEFAULT_REPS = {"weight-sync": 5, "trl": 3}
 SIZES_DEFAULT = "10M,100M,500M"  # the CLI's --sizes default (weight-sync's)
 DEFAULT_STEPS = {"breakdown": 4, "trl": 5, "learner": 3}
@@ -67,16 +67,21 @@ def run_benchmark(name: str, args, config_path: Optional[str] = None, overrides=
     started = machine()
     reps = args.reps if args.reps is not None else DEFAULT_REPS.get(name, 1)
     steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(name, 1)
-    if name == "routes":
+    if name in ("routes", "generate"):
         from orchestra_ray.config_load import load_config
-        from pipelines.bench import routes as module
+        from pipelines.bench import generate, routes
         from pipelines.families import load_families
         from pipelines.zoo import load_zoo
 
         cfg = load_config(config_path, list(overrides))
         zoo = load_zoo(cfg)
         run_dir = bench_dir(args.root or cfg.run.root, name)
-        result = module.run(cfg, zoo, load_families(cfg, zoo))
+        module = routes if name == "routes" else generate
+        if name == "routes":
+            result = routes.run(cfg, zoo, load_families(cfg, zoo))
+        else:
+            new_tokens = args.new_tokens if args.new_tokens is not None else cfg.rollout.max_new_tokens
+            result = generate.run(cfg, zoo, load_families(cfg, zoo), args.prompts, new_tokens)
         text = module.table(result)
     elif name == "copy":
         from orchestra_ray.config_load import load_config
