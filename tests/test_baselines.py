@@ -102,8 +102,9 @@ def test_bench_routes_bounds_what_question_blind_routes_reach():
     result = routes.run(cfg, zoo, load_families(cfg, zoo))
     assert result["heldout_questions"] > 100 and list(result["profiles"]) == ["balanced", "cost-first"]
     for r in result["profiles"].values():
-        chosen, reads, hindsight, ceiling, oracle = r.values()
+        chosen, reads, hindsight, ceiling, fitted, oracle = r.values()
         assert reads["order"] == chosen["order"] and ceiling["order"] == hindsight["order"]
         assert hindsight["reward"] >= chosen["reward"]
         assert ceiling["accuracy"] >= hindsight["accuracy"] and oracle["accuracy"] >= ceiling["accuracy"]
+        assert oracle["reward"] >= fitted["reward"] and 0 < fitted["most_chosen"]["questions"] <= result["heldout_questions"]
     assert "| balanced | best fixed cascade (training split) | grok-3-mini -> gpt-5-mini" in routes.table(result)

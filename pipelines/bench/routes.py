@@ -1,5 +1,6 @@
 """`orchestra-ray bench routes`: what routes that do not read the question can reach on the held-out
-FRAMES questions of a config's split, from the zoo's recorded answers alone (no policy, no Ray).
+FRAMES questions of a config's split, from the zoo's recorded answers alone (no policy, no Ray), and
+what one fitted to the question's embedding reaches.
 
 A policy that reads the experts' answers but not the question can do no better than some fixed
 order of experts with a rule for when to ask the next one. The table gives, per evaluation profile,
@@ -12,11 +13,15 @@ the anchored reward (as the report computes it), accuracy and cost per question 
   themselves (hindsight: the most any question-blind order gets there);
 - the same order escalating after every wrong answer (a reader that knew which answers are wrong:
   the ceiling of reading answers);
+- an order chosen per question from its sentence embedding, by ridge regressions fitted on the
+  training split (`orchestra_ray/reports/route_fit.py`): what reading the question, and the recorded
+  abstentions, learns from these training questions;
 - the oracle (the cheapest correct expert of each question: the ceiling of reading the question).
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 from typing import Callable, Dict, List, Sequence, Tuple
 
@@ -27,10 +32,16 @@ from orchestra_ray.families.task import FRAMES
 from orchestra_ray.grpo.preferences import COST, OUTCOME, profile_vector
 from orchestra_ray.grpo.reward import anchored_reward
 from orchestra_ray.reports.baselines import Answer, anchors_of, arm_metrics, best_cascade, cascade_asked, escalating, oracle_slot
+from orchestra_ray.reports.route_fit import fitted_routes
 from pipelines.families import Families
 from pipelines.zoo import Zoo
 
 Asked = List[Tuple[str, Answer]]
+FITTED = "order chosen per question from its embedding (fitted on the training split)"
+
+
+def route_reward(answers: Dict[str, Answer], slots: Sequence[str], weights: Dict[str, float], asked: Asked) -> float:
+    return anchored_reward(arm_metrics(slots, asked, asked[-1][1]), anchors_of(answers, slots), weights)
 
 
 def figures(answers, ids: Sequence[str], slots: Sequence[str], weights: Dict[str, float],
@@ -39,13 +50,15 @@ def figures(answers, ids: Sequence[str], slots: Sequence[str], weights: Dict[str
     for q in ids:
         asked = route(q)
         m = arm_metrics(slots, asked, asked[-1][1])
-        reward += anchored_reward(m, anchors_of(answers[q], slots), weights)
+        reward += route_reward(answers[q], slots, weights, asked)
         correct += m[OUTCOME]
         cost += m[COST]
     return {"reward": reward / len(ids), "accuracy": correct / len(ids), "cost": cost / len(ids)}
 
 
 def run(cfg: OrchestraConfig, zoo: Zoo, families: Families) -> Dict:
+    from orchestra_ray.tools.search import encode
+
     if not families.heldout.get(FRAMES) or not families.train.get(FRAMES):
         raise ConfigError("bench routes needs FRAMES training and held-out questions; this config has none")
     train = [q.question_id for q in families.train[FRAMES]]
@@ -54,6 +67,8 @@ def run(cfg: OrchestraConfig, zoo: Zoo, families: Families) -> Dict:
     slots = list(zoo.slots)
     seen = cfg.zoo.max_response_chars
     orders = [o for n in range(1, min(3, len(slots)) + 1) for o in itertools.permutations(slots, n)]
+    embedded = encode([q.problem for q in families.train[FRAMES] + families.heldout[FRAMES]])
+    x_train, x_heldout = embedded[: len(train)], embedded[len(train):]
     out: Dict = {"config": cfg.run.name or "", "heldout_questions": len(heldout), "train_questions": len(train),
                  "profiles": {}}
     for profile in cfg.preferences.eval_profiles:
@@ -61,6 +76,8 @@ def run(cfg: OrchestraConfig, zoo: Zoo, families: Families) -> Dict:
         chosen = best_cascade(answers, train, slots, w)
         scored = {o: figures(answers, heldout, slots, w, lambda q, o=o: cascade_asked(o, answers[q])) for o in orders}
         hindsight = max(orders, key=lambda o: scored[o]["reward"])
+        earned = [[route_reward(answers[q], slots, w, cascade_asked(o, answers[q])) for o in orders] for q in train]
+        picked = dict(zip(heldout, (orders[i] for i in fitted_routes(x_train, earned, x_heldout))))
         routes = {
             "best fixed cascade (training split)": (chosen, scored[chosen]),
             "  escalating on the text it reads": (chosen, figures(
@@ -68,10 +85,14 @@ def run(cfg: OrchestraConfig, zoo: Zoo, families: Families) -> Dict:
             "best fixed cascade (held-out, hindsight)": (hindsight, scored[hindsight]),
             "  escalating after every wrong answer": (hindsight, figures(
                 answers, heldout, slots, w, lambda q: escalating(hindsight, answers[q], lambda a: a.correct))),
+            FITTED: ((), figures(
+                answers, heldout, slots, w, lambda q: cascade_asked(picked[q], answers[q]))),
             "oracle (cheapest correct expert)": ((), figures(
                 answers, heldout, slots, w, lambda q: [(oracle_slot(answers[q], slots), answers[q][oracle_slot(answers[q], slots)])])),
         }
         out["profiles"][profile] = {name: {"order": list(o), **f} for name, (o, f) in routes.items()}
+        common, n = collections.Counter(picked.values()).most_common(1)[0]
+        out["profiles"][profile][FITTED]["most_chosen"] = {"order": list(common), "questions": n}
     return out
 
 
@@ -81,6 +102,8 @@ def table(result: Dict) -> str:
     for profile, routes in result["profiles"].items():
         for name, r in routes.items():
             order = " -> ".join(r["order"]) or "-"
+            if "most_chosen" in r:
+                order = f"per question; most often {' -> '.join(r['most_chosen']['order'])} ({r['most_chosen']['questions']})"
             lines.append(f"| {profile} | {name.strip()}{' (same order)' if name.startswith(' ') else ''} | {order} | "
                          f"{r['reward']:.3f} | {100 * r['accuracy']:.1f} % | ${r['cost']:.5f} |")
     return "\n".join(lines)
