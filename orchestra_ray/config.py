@@ -282,8 +282,8 @@ class WarmStartConfig:
     # prompted model would; the experts' accuracy on the data is left for RL to find. "cascade": the
     # experts in that listed order, the next one asked when the answer read says the expert does not
     # know (orchestra_ray/families/demos.py: consult, read, escalate; at most three). "best-cascade":
-    # the same reading, in the order of up to three experts with the best mean reward under the
-    # task's preference on the training split's recorded answers (the report's cascade baseline):
+    # the same reading, in the order of the report's cascade baseline (the best mean reward under the
+    # task's preference on the training split's recorded answers, escalating on the recorded grade):
     # what each expert is worth is measured on training questions, as the paper's tool descriptions are.
     demonstrator: str = "strongest"
     # "preference" and "cascade": 0 demonstrates the best-listed order every time; above 0 each

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import math
+import pickle
 import random
 
 import pytest
@@ -173,6 +174,10 @@ def test_the_best_cascade_demonstrator_asks_in_each_preferences_best_training_or
     assert asked(cost, {"cheap": "Answer: 42"}) == ["cheap"]
     assert asked(cost, {"mid": "Answer: 42"}) == ["cheap", "mid"]
     assert asked(outcome_only, {"strong": "Answer: 42"}) == ["strong"]
+    copy = pickle.loads(pickle.dumps(family))  # what a rollout worker gets: the orders, not the answers
+    assert copy.training is None and copy.answers is None and copy.best_order(cost) == family.best_order(cost)
+    with pytest.raises(ValueError, match="without the training split"):
+        copy.best_order(outcome_only | {"latency": 0.5})
     with pytest.raises(ValueError, match="training split"):
         FramesFamily("system", [], "strong", "best-cascade", cards)
     with pytest.raises(ValueError, match="training split is empty"):

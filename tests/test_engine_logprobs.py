@@ -25,6 +25,20 @@ def test_reported_logprobs_are_the_learners(temperature):
         torch.testing.assert_close(torch.tensor(g.logprobs), learner, atol=1e-5, rtol=0)
 
 
+def test_a_models_own_generation_settings_do_not_bend_the_sampled_distribution():
+    """A repetition penalty and a minimum length in the model's generation config would sample from
+    another distribution than the one the learner scores: the engine samples from the plain one."""
+    model = random_model()
+    model.generation_config.repetition_penalty = 3.0
+    model.generation_config.min_new_tokens = 5
+    prompt = [3, 9, 11, 4]
+    torch.manual_seed(2)
+    (g,) = HFEngine(model, 0).generate([prompt], max_new_tokens=8, temperature=0.7, stop_token_ids=[STOP])
+    with torch.no_grad():
+        learner = sequence_logprobs(model, [prompt + g.token_ids], 0.7)[0, len(prompt):]
+    torch.testing.assert_close(torch.tensor(g.logprobs), learner, atol=1e-5, rtol=0)
+
+
 def test_a_row_that_stops_keeps_only_its_own_tokens():
     model = random_model()
     gens = HFEngine(model, 0).generate([[3, 9, 11, 4]] * 2 + [[5, 6]], max_new_tokens=30, temperature=1.0,

@@ -31,6 +31,10 @@ def test_features_that_say_nothing_leave_the_best_route_on_average():
     assert np.mean(np.array(fitted_routes(x, rewards, np.random.default_rng(5).normal(size=(50, 8)))) == 0) > 0.8
 
 
+def test_one_training_question_is_enough_to_pick():
+    assert fitted_routes(np.ones((1, 3)), np.array([[0.2, 0.9]]), np.zeros((2, 3))) == [1, 1]
+
+
 def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError, match="do not match"):
         fitted_routes(np.zeros((10, 4)), np.zeros((9, 2)), np.zeros((3, 4)))

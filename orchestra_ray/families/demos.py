@@ -7,8 +7,10 @@ habit: the "God model" one the paper criticises (always the strongest, most expe
 the choice a prompted model makes from the system prompt alone (`listed_choice`). Or it reads: the
 "cascade" demonstrator asks experts in the order the system prompt suggests for the preference
 (`cascade_order`), escalates to the next when the answer it reads says the expert does not know
-(`says_unknown`), and relays the first real answer. None knows how often each expert is right on
-the data, so whatever the policy gains on that is learned by RL, not copied. Other families: a
+(`says_unknown`), and relays the first real answer. These know nothing of how often each expert is
+right on the data; "best-cascade" (`FramesFamily.best_order`) reads the same way in the order that
+earned the most reward on the training split's recorded answers, so what each expert is worth
+there is demonstrated, though never which expert is right on a question. Other families: a
 reference solution (the gold actions of a domain task, the program of an arithmetic problem).
 """
 

@@ -194,11 +194,18 @@ class FramesFamily(TaskFamily):
             slot = listed_choice(self.cards, self.strongest, task.preference.weights, self.temperature, rng)
         return [("call_expert", {"expert": slot}), ("answer", {"expert": slot})]
 
+    def __getstate__(self) -> Dict[str, Any]:
+        """A copy sent to a rollout worker never demonstrates: it goes without the zoo `training`
+        reads from (every recorded answer), keeping the orders already computed."""
+        return {**self.__dict__, "training": None, "answers": None}
+
     def best_order(self, weights: Dict[str, float]) -> Tuple[str, ...]:
         """The training split's best cascade under `weights`, computed once per preference."""
         key = tuple(sorted(weights.items()))
         if key not in self.best_orders:
             if self.answers is None:
+                if self.training is None:
+                    raise ValueError("this copy of the FRAMES family was sent without the training split's answers")
                 self.answers = self.training()
             if not self.answers:
                 raise ValueError("the best-cascade demonstrator needs training questions; the training split is empty")

@@ -23,7 +23,7 @@ from typing import Callable, List, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from orchestra_ray.policy.kv_cache import KV_CACHE_TOKENS, SequenceCache, cache_field, pack, plain_dynamic_cache, unpack
 from orchestra_ray.policy.preallocated_cache import preallocated_cache
@@ -61,6 +61,12 @@ class HFEngine:
         `preallocate`: decoding writes keys and values into buffers sized once per call
         (`preallocated_cache`) instead of concatenating the whole cache at every token."""
         self.model = model.eval()
+        # The policy samples from its plain logits (over the temperature), the distribution the
+        # learner's log-probs are of: a repetition penalty or banned tokens in the model's own
+        # generation config would change what is sampled but not what is trained on.
+        own = model.generation_config
+        self.model.generation_config = GenerationConfig(bos_token_id=own.bos_token_id, eos_token_id=own.eos_token_id,
+                                                        pad_token_id=own.pad_token_id)
         self.pad_token_id = pad_token_id
         self.device = next(model.parameters()).device
         self.max_batch_size = max_batch_size
@@ -189,8 +195,10 @@ class _ChosenLogprobs(LogitsProcessor):
     temperature), one step behind the sampler: a step's call sees the token the step before chose.
     Only one step's vocabulary-wide log-softmax is alive at a time; `output_logits` would keep
     batch x new tokens x vocabulary floats (3 GB for 64 sequences of 256 tokens over SmolLM2's
-    49,152) and copy them twice more. Custom processors run before transformers' temperature
-    warper, so the scores seen here are the model's own."""
+    49,152) and copy them twice more. Custom processors run before transformers' warpers
+    (temperature, top-k, top-p) and after its other processors, which a call here sets none of and
+    `HFEngine` strips from the model's generation config (a repetition penalty, say), so the scores
+    seen here are the model's logits."""
 
     def __init__(self, temperature: float):
         self.temperature = temperature

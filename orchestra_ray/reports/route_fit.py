@@ -49,5 +49,5 @@ def fitted_routes(x_train: np.ndarray, rewards: np.ndarray, x_heldout: np.ndarra
     rewards = np.asarray(rewards, dtype=np.float64)
     if rewards.shape != (len(x_train), rewards.shape[1]) or x_train.shape[1] != x_heldout.shape[1]:
         raise ValueError(f"features {x_train.shape} / {x_heldout.shape} do not match rewards {rewards.shape}")
-    alpha = cross_validated_alpha(x_train, rewards, folds=min(folds, len(x_train)))
+    alpha = cross_validated_alpha(x_train, rewards, folds=min(folds, len(x_train))) if len(x_train) > 1 else ALPHAS[0]
     return [int(i) for i in _predict(_fit(x_train, rewards, alpha), x_heldout).argmax(axis=1)]

@@ -1,7 +1,8 @@
-"""`orchestra-ray bench generate [CONFIG]`: one batched generate call of the config's policy, as a
-rollout worker makes it (`HFEngine`, the system prompt prefilled once), with the KV cache in
-buffers allocated once per call and with transformers' concatenating cache; each variant in a
-fresh process, so its peak resident memory is its own.
+"""`orchestra-ray bench generate [CONFIG]`: one batched generate call of the config's policy through
+a rollout worker's engine (`HFEngine`, the system prompt prefilled once; float32 on the CPU, all
+`--prompts` in one batch where a worker splits a call into `rollout.max_batch_size`), with the KV
+cache in buffers allocated once per call and with transformers' concatenating cache; each variant
+in a fresh process, so its peak resident memory (Linux's ru_maxrss) is its own.
 
 The prompts are first turns of the training split's FRAMES questions under the balanced profile
 (system prompt, question, preference: the shape the policy sees); every row decodes `new_tokens`
