@@ -209,6 +209,5 @@ class FramesFamily(TaskFamily):
                 self.answers = self.training()
             if not self.answers:
                 raise ValueError("the best-cascade demonstrator needs training questions; the training split is empty")
-            slots = [c.name for c in self.cards] or sorted(next(iter(self.answers.values())))
-            self.best_orders[key] = best_cascade(self.answers, list(self.answers), slots, weights)
+            self.best_orders[key] = best_cascade(self.answers, list(self.answers), [c.name for c in self.cards], weights)
         return self.best_orders[key]

@@ -24,9 +24,10 @@ from typing import Callable, List, Mapping, Optional, Protocol, Sequence
 import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.cache_utils import DynamicCache
 
 from orchestra_ray.policy.kv_cache import KV_CACHE_TOKENS, SequenceCache, cache_field, pack, plain_dynamic_cache, unpack
-from orchestra_ray.policy.preallocated_cache import preallocated_cache
+from orchestra_ray.policy.preallocated_cache import PreallocatedLayer, preallocated_cache
 from orchestra_ray.policy.prompt_sharing import share_prefill
 
 
@@ -77,6 +78,8 @@ class HFEngine:
         self.keeps_kv_cache = keep
         self.share_prompt_prefill = share_prompt_prefill and plain
         self.preallocate = preallocate and plain
+        # as many cache layers as transformers' own cache for this model has (`plain` checked their kind)
+        self.num_layers = len(DynamicCache(config=model.config).layers) if self.preallocate else 0
 
     def generate(self, prompts, *, max_new_tokens, temperature, stop_token_ids, on_token=None,
                  sequence_ids=None) -> List[Generation]:
@@ -127,7 +130,7 @@ class HFEngine:
         kept = None  # the batch's cache holds copies
         width = ids.shape[1]
         if cache is None and self.preallocate:
-            cache = preallocated_cache(self.model, width + max_new_tokens)
+            cache = preallocated_cache([PreallocatedLayer(width + max_new_tokens) for _ in range(self.num_layers)])
         greedy = temperature <= 0
         chosen = _ChosenLogprobs(1.0 if greedy else temperature)
         out = self.model.generate(

@@ -27,7 +27,7 @@ from typing import Hashable, Iterable, List, Optional, Sequence, Tuple
 import torch
 
 from orchestra_ray.config import RolloutConfig
-from orchestra_ray.policy.preallocated_cache import PreallocatedLayer
+from orchestra_ray.policy.preallocated_cache import PreallocatedLayer, preallocated_cache
 
 KV_CACHE_TOKENS = RolloutConfig.kv_cache_max_tokens
 
@@ -139,11 +139,7 @@ def pack(prompts: Sequence[List[int]], kept: Sequence[Optional[Kept]], pad_token
                 keys[i, :, c_max - len(k.tokens): c_max] = k.layers[layer][0]
                 values[i, :, c_max - len(k.tokens): c_max] = k.layers[layer][1]
         layers.append((keys, values) if reserve is None else PreallocatedLayer.holding(keys, values, c_max))
-    if reserve is not None:
-        cache = DynamicCache()
-        cache.layers, cache.layer_class_to_replicate = layers, None
-        return ids.to(device), mask.to(device), cache
-    return ids.to(device), mask.to(device), DynamicCache(layers)
+    return ids.to(device), mask.to(device), DynamicCache(layers) if reserve is None else preallocated_cache(layers)
 
 
 def unpack(cache, mask: torch.Tensor, prompts: Sequence[List[int]], generated: Sequence[List[int]]) -> List[Kept]:

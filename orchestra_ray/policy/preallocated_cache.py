@@ -72,10 +72,9 @@ class PreallocatedLayer(DynamicLayer):
         return layer
 
 
-def preallocated_cache(model, capacity: int, layers: Optional[Sequence[PreallocatedLayer]] = None) -> DynamicCache:
-    """A DynamicCache of `PreallocatedLayer`s: `layers`, or empty ones with room for `capacity`
-    positions. Only for models whose cache is plain full-attention `DynamicLayer`s
-    (`kv_cache.plain_dynamic_cache`)."""
-    cache = DynamicCache(config=model.config)
-    cache.layers = list(layers) if layers is not None else [PreallocatedLayer(capacity) for _ in cache.layers]
+def preallocated_cache(layers: Sequence[PreallocatedLayer]) -> DynamicCache:
+    """A DynamicCache of these layers, one per decoder layer; only for models whose cache is plain
+    full-attention `DynamicLayer`s (`kv_cache.plain_dynamic_cache`)."""
+    cache = DynamicCache()
+    cache.layers, cache.layer_class_to_replicate = list(layers), None
     return cache

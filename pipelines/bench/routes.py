@@ -50,7 +50,7 @@ def figures(answers, ids: Sequence[str], slots: Sequence[str], weights: Dict[str
     for q in ids:
         asked = route(q)
         m = arm_metrics(slots, asked, asked[-1][1])
-        reward += route_reward(answers[q], slots, weights, asked)
+        reward += anchored_reward(m, anchors_of(answers[q], slots), weights)
         correct += m[OUTCOME]
         cost += m[COST]
     return {"reward": reward / len(ids), "accuracy": correct / len(ids), "cost": cost / len(ids)}

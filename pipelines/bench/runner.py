@@ -76,12 +76,11 @@ def run_benchmark(name: str, args, config_path: Optional[str] = None, overrides=
         cfg = load_config(config_path, list(overrides))
         zoo = load_zoo(cfg)
         run_dir = bench_dir(args.root or cfg.run.root, name)
-        module = routes if name == "routes" else generate
         if name == "routes":
-            result = routes.run(cfg, zoo, load_families(cfg, zoo))
+            module, result = routes, routes.run(cfg, zoo, load_families(cfg, zoo))
         else:
             new_tokens = args.new_tokens if args.new_tokens is not None else cfg.rollout.max_new_tokens
-            result = generate.run(cfg, zoo, load_families(cfg, zoo), args.prompts, new_tokens)
+            module, result = generate, generate.run(cfg, zoo, load_families(cfg, zoo), args.prompts, new_tokens)
         text = module.table(result)
     elif name == "copy":
         from orchestra_ray.config_load import load_config
