@@ -11,7 +11,7 @@ absolute (lr 1e-3: AdamW's first step is ~lr * sign(gradient), so a weight whose
 import pytest
 import torch
 
-from orchestra_ray.grpo.packing import pack_row
+from orchestra_ray.grpo.packing import pack_row, prefix_groups, row_prefix
 from orchestra_ray.grpo.policy_update import SupervisedRun, grpo_update, reference_logprobs, sequence_logprobs
 from orchestra_ray.grpo.shares import pack_by_tokens, rank_micro_batches
 from orchestra_ray.rollout.sample import TrainBatch
@@ -175,6 +175,21 @@ def test_a_bin_counts_a_group_prompt_once():
     bins = pack_by_tokens([0, 1, 2, 3], lengths, 64, groups, shared)
     assert bins == [[0, 1, 2], [3]]  # 40 + 8 + 6 = 54 tokens in the first row
     assert pack_by_tokens([0, 1, 2, 3], lengths, 64) == [[0, 3], [1], [2]]
+
+
+def test_a_bin_counts_the_system_prompt_of_every_row_once():
+    b = grouped_batch(system=12)  # 3 groups of 4 and one alone, all starting with 12 system tokens
+    groups, shared = prefix_groups(b.token_ids, b.loss_masks)
+    rows, lengths = list(range(len(b.token_ids))), [len(t) for t in b.token_ids]
+    common = row_prefix(b.token_ids)
+    assert common == 12
+    for budget in (45, 70, 100):
+        with_common = pack_by_tokens(rows, lengths, budget, groups, shared, common)
+        assert sorted(r for bin_ in with_common for r in bin_) == rows
+        assert len(with_common) < len(pack_by_tokens(rows, lengths, budget, groups, shared))
+        for bin_ in with_common:  # what the budget promises: the packed row, prompts held once, fits it
+            row = pack_row([b.token_ids[i] for i in bin_], [b.loss_masks[i] for i in bin_], share=True)
+            assert row.ids.shape[1] <= budget or len(bin_) == 1
 
 
 def test_the_warm_start_holds_the_system_prompt_once_and_trains_as_padded():

@@ -12,7 +12,7 @@ import torch
 
 from orchestra_ray.errors import NonFiniteUpdate
 from orchestra_ray.grpo.loss import policy_loss, sft_loss, target_logprobs, token_logprobs
-from orchestra_ray.grpo.packing import install_sequence_sdpa, pack_row, prefix_groups
+from orchestra_ray.grpo.packing import install_sequence_sdpa, pack_row, prefix_groups, row_prefix
 from orchestra_ray.grpo.shares import rank_micro_batches
 from orchestra_ray.policy.sharding import PositionLogits, split_head
 from orchestra_ray.rollout.sample import TrainBatch
@@ -75,12 +75,16 @@ def shares_prompts(model) -> bool:
 
 
 def _micro_batches(model, token_ids, masks, rows, micro_batch_size, rank, world, max_tokens) -> List[List[int]]:
-    """`rank_micro_batches` of `rows`, packed with each group's prompt counted once where it is shared."""
+    """`rank_micro_batches` of `rows`, packed with each group's prompt and the prefix all rows share
+    counted once per packed row (`pack_row` holds them once)."""
     lengths = [len(token_ids[i]) for i in rows]
     groups = shared = None
+    common = 0
     if max_tokens > 0 and shares_prompts(model):
-        groups, shared = prefix_groups([token_ids[i] for i in rows], None if masks is None else [masks[i] for i in rows])
-    return rank_micro_batches(rows, lengths, micro_batch_size, rank, world, max_tokens, groups, shared)
+        seqs = [token_ids[i] for i in rows]
+        groups, shared = prefix_groups(seqs, None if masks is None else [masks[i] for i in rows])
+        common = row_prefix(seqs)
+    return rank_micro_batches(rows, lengths, micro_batch_size, rank, world, max_tokens, groups, shared, common)
 
 
 def _packed_logprobs(model, token_ids, temperature, masks) -> torch.Tensor:

@@ -32,12 +32,15 @@ def token_balanced_shares(lengths: Sequence[int], world: int) -> List[List[int]]
 
 
 def pack_by_tokens(rows: Sequence[int], lengths: Sequence[int], max_tokens: int,
-                   groups: Optional[Sequence[int]] = None, shared: Optional[Sequence[int]] = None) -> List[List[int]]:
+                   groups: Optional[Sequence[int]] = None, shared: Optional[Sequence[int]] = None,
+                   common: int = 0) -> List[List[int]]:
     """`rows` (batch indices; `lengths` their sequence lengths, in the same order) packed into bins
     of at most `max_tokens` tokens, first-fit decreasing (a sequence longer than the budget gets a
     bin of its own); each bin keeps the batch's order. With `groups` and `shared` (per row, as
     `grpo.packing.prefix_groups` gives them), a group's members are placed one after the other and
-    one joining a bin that holds its group's prompt costs only its own tokens."""
+    one joining a bin that holds its group's prompt costs only its own tokens; with `common` (the
+    leading tokens every row has: `grpo.packing.row_prefix`, a family's system prompt), one joining
+    a bin that holds another group costs all but those (a packed row holds them once)."""
     groups = groups if groups is not None else list(range(len(rows)))
     shared = shared if shared is not None else [0] * len(rows)
     longest: Dict[int, int] = {}
@@ -47,7 +50,7 @@ def pack_by_tokens(rows: Sequence[int], lengths: Sequence[int], max_tokens: int,
     load: List[int] = []
     held: List[set] = []  # the groups whose prompt each bin holds
     for j in sorted(range(len(rows)), key=lambda j: (-longest[groups[j]], groups[j], -lengths[j], j)):
-        cost = [lengths[j] - (shared[j] if groups[j] in held[k] else 0) for k in range(len(bins))]
+        cost = [lengths[j] - (shared[j] if groups[j] in held[k] else common) for k in range(len(bins))]
         k = next((k for k in range(len(bins)) if load[k] + cost[k] <= max_tokens), len(bins))
         if k == len(bins):
             bins.append([])
@@ -62,11 +65,11 @@ def pack_by_tokens(rows: Sequence[int], lengths: Sequence[int], max_tokens: int,
 
 def rank_micro_batches(rows: Sequence[int], lengths: Sequence[int], micro_batch_size: int, rank: int,
                        world: int, max_tokens: int = 0, groups: Optional[Sequence[int]] = None,
-                       shared: Optional[Sequence[int]] = None) -> List[List[int]]:
+                       shared: Optional[Sequence[int]] = None, common: int = 0) -> List[List[int]]:
     """This rank's micro-batches of `rows` (batch indices; `lengths` their sequence lengths, in the
     same order): its token-balanced share cut into chunks of `micro_batch_size`, or with `max_tokens`
-    > 0 packed into bins of that many tokens (`pack_by_tokens`), then empty lists up to the largest
-    count of any rank. At world size 1: `rows` in chunks (or bins), as a single learner takes them."""
+    > 0 packed into bins of that many tokens (`pack_by_tokens`, given `groups`, `shared` and
+    `common`), then empty lists up to the largest count of any rank. At world size 1: `rows` in chunks (or bins), as a single learner takes them."""
     size = max(1, micro_batch_size)
     pos = range(len(rows))
     shares = [list(pos)] if world == 1 else token_balanced_shares(lengths, world)
@@ -75,7 +78,8 @@ def rank_micro_batches(rows: Sequence[int], lengths: Sequence[int], micro_batch_
         if max_tokens > 0:
             g = None if groups is None else [groups[j] for j in share]
             h = None if shared is None else [shared[j] for j in share]
-            return [[rows[j] for j in b] for b in pack_by_tokens(share, [lengths[j] for j in share], max_tokens, g, h)]
+            return [[rows[j] for j in b] for b in pack_by_tokens(share, [lengths[j] for j in share], max_tokens, g, h,
+                                                                      common)]
         return [[rows[j] for j in share[i : i + size]] for i in range(0, len(share), size)]
 
     plans = [cut(s) for s in shares]  # every rank's, for the count all of them run
