@@ -50,6 +50,7 @@ class RolloutSpec:
     adapter: Optional[Tuple[int, float, Tuple[str, ...]]] = None
     kv_cache_tokens: int = 0  # the transformers engine's kept KV between an episode's turns (0: none)
     share_prompt_prefill: bool = True  # the transformers engine prefills each distinct prompt of a call once
+    preallocate_kv_cache: bool = True  # ... and decodes into KV buffers allocated per call
 
     @classmethod
     def from_config(cls, cfg: OrchestraConfig, policy_path: str, toolsets: Mapping[str, Tuple[str, Sequence[ToolSpec]]],
@@ -61,7 +62,7 @@ class RolloutSpec:
                    r.torch_threads, r.max_batch_size, cfg.policy.engine, dict(cfg.policy.vllm),
                    ActorResources(r.num_cpus_per_worker, r.num_gpus_per_worker, dict(r.resources)),
                    cfg.tools.sandbox.max_output_chars, cfg.weights.transport, adapter,
-                   r.kv_cache_max_tokens if r.kv_cache else 0, r.share_prompt_prefill)
+                   r.kv_cache_max_tokens if r.kv_cache else 0, r.share_prompt_prefill, r.preallocate_kv_cache)
 
 
 @ray.remote(concurrency_groups=CONCURRENCY_GROUPS)
@@ -83,7 +84,8 @@ class RolloutWorker(ReceivesWeights):
                 model = apply_lora(model, rank, alpha, 0.0, targets)
             # On CPU the workers of a node read the published weights in place, one copy for all of them.
             self.engine = HFEngine(model, tokenizer.pad_token_id, spec.max_batch_size, share_weights=True,
-                                   kv_cache_tokens=spec.kv_cache_tokens, share_prompt_prefill=spec.share_prompt_prefill)
+                                   kv_cache_tokens=spec.kv_cache_tokens, share_prompt_prefill=spec.share_prompt_prefill,
+                                   preallocate=spec.preallocate_kv_cache)
         self.chat = ChatFormat(tokenizer)
         self.tools = {name: list(tools) for name, (_, tools) in spec.toolsets.items()}
         self.client = RayToolClient(experts, code_pool, search, spec.max_tool_output_chars)

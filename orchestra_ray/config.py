@@ -1,8 +1,7 @@
 """The run configuration's schema: OmegaConf dataclasses, one per section.
 
-Every key a run reads is declared here, so an unknown key or a wrong type is caught by OmegaConf
-before any actor starts; `config_load` reads a YAML file and overrides into it and adds the checks a
-type cannot express.
+Every key a run reads is declared here, so OmegaConf catches an unknown key or a wrong type before
+any actor starts; `config_load` reads YAML and overrides into it and adds the checks types cannot.
 """
 
 from __future__ import annotations
@@ -167,8 +166,10 @@ class RolloutConfig:
     # kv_cache_max_tokens tokens are kept per worker, least recently used episodes dropped first.
     kv_cache: bool = True
     kv_cache_max_tokens: int = 65536
-    # Each distinct prompt of a generate call is prefilled once (a group's G identical prompts).
+    # Each distinct prompt of a generate call is prefilled once (a group's G identical prompts);
+    # decoding writes keys and values into buffers allocated per call (policy/preallocated_cache.py).
     share_prompt_prefill: bool = True
+    preallocate_kv_cache: bool = True
     # The rollout engines' dtype; None: policy.dtype. A learner that keeps float32 weights (AdamW's
     # small steps need them) can serve rollouts in bfloat16: each version is cast as it is loaded.
     dtype: Optional[str] = None
@@ -243,8 +244,7 @@ class TrainerConfig:
     # Tokens per forward pass of the learner and the reference model: sequences are packed into one
     # row each pass, no padding (longest first into the first pass with room; a longer sequence
     # alone), and micro_batch_size is not used. 0: padded micro-batches of micro_batch_size sequences.
-    # 4096 holds two longest default episodes; on quickstart batches 2048 to 8192 all took ~70-80 %
-    # of the padded update's time (grpo/packing.py).
+    # 4096 holds two longest default episodes; quickstart: 2048-8192 all ~70-80 % of padded's time.
     max_tokens_per_micro_batch: int = 4096
     checkpoint_every: int = 10
     num_cpus: float = 0.5

@@ -6,7 +6,7 @@ log-probs match an engine without it, with kept caches across turns and a shared
 import torch
 
 from orchestra_ray.policy.engine import HFEngine
-from orchestra_ray.policy.preallocated_cache import PreallocatedLayer
+from orchestra_ray.policy.preallocated_cache import RESERVE, PreallocatedLayer
 from tests.test_kv_cache import STOP, assert_same, random_model
 
 
@@ -40,3 +40,17 @@ def test_engine_gives_the_tokens_of_the_concatenating_cache():
     assert engines[0].preallocate and not engines[1].preallocate
     assert_same(outs[0], outs[1])
     assert engines[0].kept.tokens > 0  # the second turn continued kept caches
+
+
+def test_buffers_grow_by_the_reserve_as_decoding_outlives_it():
+    layer = PreallocatedLayer(capacity=10)
+    layer.update(torch.zeros(1, 2, 10, 4), torch.zeros(1, 2, 10, 4))
+    k, _ = layer.update(torch.ones(1, 2, 1, 4), torch.ones(1, 2, 1, 4))
+    assert k.shape[-2] == 11 and layer._k.shape[-2] == 11 + RESERVE  # one reserve more, not twice the cache
+    model = random_model()
+    prompts = [[3, 9, 11], [5], [8, 2, 9, 10, 12]]
+    # no stop token: every row decodes past the first reserve, through a growth of the buffers
+    runs = [HFEngine(model, 0, kv_cache_tokens=0, preallocate=p).generate(
+        prompts, max_new_tokens=RESERVE + 20, temperature=0.0, stop_token_ids=[]) for p in (True, False)]
+    assert all(len(g.token_ids) == RESERVE + 20 for g in runs[0])
+    assert_same(runs[0], runs[1])

@@ -33,6 +33,10 @@ def test_specs_are_made_from_the_config():
     rollout = RolloutSpec.from_config(cfg, "policy", {}, ["a", "b"], {})
     assert rollout.slots == ("a", "b") and rollout.limits.max_turns == cfg.rollout.max_turns
     assert rollout.resources.options() == {"num_cpus": 0.25, "num_gpus": 0.0, "resources": {"rollout": 1}}
+    assert rollout.share_prompt_prefill and rollout.preallocate_kv_cache
+    plain = RolloutSpec.from_config(config("rollout.preallocate_kv_cache=false", "rollout.share_prompt_prefill=false"),
+                                    "policy", {}, [], {})
+    assert not plain.preallocate_kv_cache and not plain.share_prompt_prefill
     experts = ExpertsSpec.from_config(cfg, "data")
     assert experts.data_path.endswith("/data") and [s.name for s in experts.slots] == [s.name for s in cfg.zoo.experts]
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -27,7 +27,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.cache_utils import DynamicCache
 
 from orchestra_ray.policy.kv_cache import KV_CACHE_TOKENS, SequenceCache, cache_field, pack, plain_dynamic_cache, unpack
-from orchestra_ray.policy.preallocated_cache import PreallocatedLayer, preallocated_cache
+from orchestra_ray.policy.preallocated_cache import RESERVE, PreallocatedLayer, preallocated_cache
 from orchestra_ray.policy.prompt_sharing import share_prefill
 
 
@@ -125,12 +125,12 @@ class HFEngine:
             kept = share_prefill(self.model, prompts, kept, self.pad_token_id, self.device)
         # Left padding keeps every prompt's last token at the same position for batched decoding; a
         # kept cache stands for the columns before a sequence's new tokens (kv_cache.pack).
-        reserve = max_new_tokens if self.preallocate else None
+        reserve = min(max_new_tokens, RESERVE) if self.preallocate else None
         ids, mask, cache = pack(prompts, kept, self.pad_token_id, self.device, reserve)
         kept = None  # the batch's cache holds copies
         width = ids.shape[1]
         if cache is None and self.preallocate:
-            cache = preallocated_cache([PreallocatedLayer(width + max_new_tokens) for _ in range(self.num_layers)])
+            cache = preallocated_cache([PreallocatedLayer(width + reserve) for _ in range(self.num_layers)])
         greedy = temperature <= 0
         chosen = _ChosenLogprobs(1.0 if greedy else temperature)
         out = self.model.generate(

@@ -3,8 +3,10 @@
 transformers' `DynamicLayer` concatenates the whole cache with the new token's keys at every decoded
 step: a copy of everything cached, per layer, per token, which took about half of a CPU decode step
 of SmolLM2-135M at 64 sequences of ~560 tokens (py-spy). `PreallocatedLayer` reserves room for the
-call's prompt width plus its new tokens, writes in place and hands attention views of the filled
-part; it grows (doubling) only if a call outlives the estimate. Everything that reads a cache
+call's prompt width plus `RESERVE` new tokens (or its `max_new_tokens`, if fewer), writes in place
+and hands attention views of the filled part; when full it grows by `RESERVE` positions, one copy
+per `RESERVE` tokens. A call whose sequences all stop early thus holds at most `RESERVE` positions
+more than it used, not room for `max_new_tokens` it never generated. Everything that reads a cache
 (`get_seq_length`, `unpack`, generate's masks) sees the same `keys` and `values` shapes as before.
 """
 
@@ -14,6 +16,8 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
+
+RESERVE = 64  # new positions a call's buffers hold at first, and add each time they are full
 
 
 class PreallocatedLayer(DynamicLayer):
@@ -31,7 +35,7 @@ class PreallocatedLayer(DynamicLayer):
             self._seed(self.keys, self.values, key_states)
         n, add = self._n, key_states.shape[-2]
         if n + add > self._k.shape[-2]:
-            self._grow(max(2 * self._k.shape[-2], n + add))
+            self._grow(n + add + RESERVE)
         self._k[:, :, n : n + add] = key_states
         self._v[:, :, n : n + add] = value_states
         self._n = n + add
