@@ -224,12 +224,14 @@ def test_a_model_not_in_float32_is_packed_not_flattened():
 
 
 def test_generate_bench_runs_both_caches_to_the_same_tokens(tmp_path):
-    """`orchestra-ray bench generate`: one call per KV cache in its own process, every row decoding
-    the asked tokens; greedy, both caches give the same tokens (no Ray)."""
+    """`orchestra-ray bench generate`: one call per KV cache in its own process, split as a rollout
+    worker splits it, every row decoding the asked tokens; greedy, both caches give the same tokens
+    (no Ray)."""
     assert main(["bench", "generate", "quickstart", f"policy.cache_dir={tmp_path / 'cache'}", "policy.tiny.pretrain_steps=20",
-                 "--prompts", "4", "--new-tokens", "6", "--root", str(tmp_path)]) == 0
+                 "rollout.max_batch_size=3", "--prompts", "4", "--new-tokens", "6", "--root", str(tmp_path)]) == 0
     out = read_bench(tmp_path, "generate")
     assert out["same_tokens"] is True and out["prompts"] == 4 and out["prompt_tokens"][0] > 100
+    assert (out["max_batch_size"], out["dtype"], out["device"]) == (3, "float32", "cpu")
     assert list(out["variants"]) == ["preallocated KV buffers", "concatenating cache (transformers)"]
     for r in out["variants"].values():
         assert r["generated_tokens"] == 4 * 6 and r["seconds"] > 0

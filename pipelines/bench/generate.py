@@ -1,8 +1,9 @@
-"""`orchestra-ray bench generate [CONFIG]`: one batched generate call of the config's policy through
-a rollout worker's engine (`HFEngine`, the system prompt prefilled once; float32 on the CPU, all
-`--prompts` in one batch where a worker splits a call into `rollout.max_batch_size`), with the KV
-cache in buffers allocated once per call and with transformers' concatenating cache; each variant
-in a fresh process, so its peak resident memory (Linux's ru_maxrss) is its own.
+"""`orchestra-ray bench generate [CONFIG]`: one generate call of `--prompts` prompts through a rollout
+worker's engine as the config sets it (`HFEngine`, the system prompt prefilled once; the rollout
+dtype, `policy.device`, batches of `rollout.max_batch_size`, `rollout.torch_threads`), with the KV
+cache in buffers allocated per call and with transformers' concatenating cache; each variant in a
+fresh process, so its peak resident memory (Linux's ru_maxrss) is its own (host memory: on a GPU,
+the device's memory is not in it).
 
 The prompts are first turns of the training split's FRAMES questions under the balanced profile
 (system prompt, question, preference: the shape the policy sees); every row decodes `new_tokens`
@@ -29,7 +30,8 @@ from pipelines.zoo import Zoo, initial_policy_path
 VARIANTS = {"preallocated KV buffers": True, "concatenating cache (transformers)": False}
 
 
-def _measure(path: str, prompts: List[List[int]], new_tokens: int, preallocate: bool, threads: int) -> Dict:
+def _measure(path: str, prompts: List[List[int]], new_tokens: int, preallocate: bool, threads: int, dtype: str,
+             device: str, max_batch_size: int) -> Dict:
     """In a fresh process: load the policy, one warm-up call of two prompts, then the timed call."""
     import torch
 
@@ -37,8 +39,8 @@ def _measure(path: str, prompts: List[List[int]], new_tokens: int, preallocate: 
     from orchestra_ray.policy.tiny_model import load_policy
 
     torch.set_num_threads(threads)
-    model, tokenizer = load_policy(path)
-    engine = HFEngine(model, tokenizer.pad_token_id, max_batch_size=len(prompts), kv_cache_tokens=0, preallocate=preallocate)
+    model, tokenizer = load_policy(path, dtype, device)
+    engine = HFEngine(model, tokenizer.pad_token_id, max_batch_size=max_batch_size, kv_cache_tokens=0, preallocate=preallocate)
     engine.generate(prompts[:2], max_new_tokens=2, temperature=0.0, stop_token_ids=[])
     loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     t0 = time.perf_counter()
@@ -62,13 +64,15 @@ def run(cfg: OrchestraConfig, zoo: Zoo, families: Families, n_prompts: int, new_
     pref = profile_vector("balanced", zoo.slots, cfg.preferences.weights)
     prompts = [chat.prompt_ids(zoo.system_prompt, user_message(q.problem, pref)) for q in questions]
     threads = cfg.rollout.torch_threads or 1
+    dtype, device, batch = cfg.rollout.dtype or cfg.policy.dtype, cfg.policy.device, cfg.rollout.max_batch_size
     out = {"policy": cfg.policy.model, "prompts": n_prompts, "new_tokens": new_tokens, "torch_threads": threads,
+           "dtype": dtype, "device": device, "max_batch_size": batch,
            "prompt_tokens": [min(map(len, prompts)), max(map(len, prompts))], "variants": {}}
     ctx = multiprocessing.get_context("spawn")
     tokens = []
     for name, preallocate in VARIANTS.items():
         with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-            r = pool.submit(_measure, path, prompts, new_tokens, preallocate, threads).result()
+            r = pool.submit(_measure, path, prompts, new_tokens, preallocate, threads, dtype, device, batch).result()
         tokens.append(r.pop("tokens"))
         r["tokens_per_s"] = r["generated_tokens"] / r["seconds"]
         out["variants"][name] = r
@@ -79,7 +83,8 @@ def run(cfg: OrchestraConfig, zoo: Zoo, families: Families, n_prompts: int, new_
 def table(result: Dict) -> str:
     lo, hi = result["prompt_tokens"]
     lines = [f"{result['policy']}: {result['prompts']} prompts of {lo}-{hi} tokens, {result['new_tokens']} new tokens each, "
-             f"{result['torch_threads']} torch threads; both variants generated the same tokens: {result['same_tokens']}",
+             f"{result['torch_threads']} torch threads, {result['dtype']} on {result['device']}, calls of at most "
+             f"{result['max_batch_size']}; both variants generated the same tokens: {result['same_tokens']}",
              "", "| KV cache | seconds | generated tokens/s | peak RSS (GB) | after loading (GB) |", "|---|---|---|---|---|"]
     for name, r in result["variants"].items():
         lines.append(f"| {name} | {r['seconds']:.1f} | {r['tokens_per_s']:.0f} | {r['peak_rss_gb']:.2f} | {r['rss_after_load_gb']:.2f} |")
