@@ -100,7 +100,7 @@ class ZooConfig:
     experts: List[ExpertSlotConfig] = field(default_factory=list)
     strongest: str = "???"  # the slot the warm-start demonstrations always ask
     input_tokens_overhead: int = 40  # instructions sent with each question, in tokens
-    max_response_chars: int = 300  # expert text shown to the policy is cut here
+    max_response_chars: int = 300  # of an expert's answer shown to the policy: its start and end
 
 
 @dataclass

@@ -22,6 +22,7 @@ from orchestra_ray.policy import pretrained
 from orchestra_ray.policy.tiny_model import tiny_policy_path
 from orchestra_ray.reports.baselines import Answer
 from orchestra_ray.tools.spec import expert_tools
+from orchestra_ray.rollout.expert_view import expert_view
 
 
 @dataclass
@@ -128,7 +129,7 @@ def tokenizer_corpus(zoo: Zoo, cfg: OrchestraConfig, families=None) -> List[str]
         for q in zoo.train:
             rec = zoo.experts[s].records.get(q.question_id)
             if rec is not None:
-                corpus.append(rec.text[: cfg.zoo.max_response_chars])
+                corpus.append(expert_view(rec.text, cfg.zoo.max_response_chars))
     corpus.extend(q.problem for q in zoo.train)
     return corpus
 
@@ -164,7 +165,7 @@ def pretraining_documents(zoo: Zoo, cfg: OrchestraConfig, families=None) -> List
         for s in zoo.slots:
             rec = zoo.experts[s].records.get(q.question_id)
             if rec is not None:
-                docs.append(f"{s}: {rec.text[: cfg.zoo.max_response_chars]}")
+                docs.append(f"{s}: {expert_view(rec.text, cfg.zoo.max_response_chars)}")
     for p in profile_names(zoo.slots, cfg.preferences.weights):
         docs.append(user_message("", profile_vector(p, zoo.slots, cfg.preferences.weights)))
     # Consult-then-relay exchanges, every expert equally often: the syntax, and that one relays the
@@ -173,7 +174,7 @@ def pretraining_documents(zoo: Zoo, cfg: OrchestraConfig, families=None) -> List
     for q in zoo.train:
         s = rng.choice(zoo.slots)
         rec = zoo.experts[s].records.get(q.question_id)
-        text = rec.text[: cfg.zoo.max_response_chars] if rec is not None else ""
+        text = expert_view(rec.text, cfg.zoo.max_response_chars) if rec is not None else ""
         docs.append(
             tool_call_text("call_expert", {"expert": s}) + tool_exchange(f"{s}: {text}") + tool_call_text("answer", {"expert": s})
         )

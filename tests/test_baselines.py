@@ -90,8 +90,9 @@ def test_random_arm_is_fixed_by_the_seed():
 
 def test_bench_routes_bounds_what_question_blind_routes_reach():
     """`orchestra-ray bench routes` on the quickstart's recorded answers: the hindsight cascade is the
-    best of all orders (so at least the training split's choice), a reader of wrong answers is at least
-    as accurate as its order, and the oracle is the most accurate of all."""
+    best of all orders (so at least the training split's choice), the hindsight reading policy the
+    best of all readers, a reader of wrong answers is at least as accurate as its order, and the
+    oracle is the most accurate of all."""
     from orchestra_ray.config_load import load_config
     from pipelines.bench import routes
     from pipelines.families import load_families
@@ -102,9 +103,15 @@ def test_bench_routes_bounds_what_question_blind_routes_reach():
     result = routes.run(cfg, zoo, load_families(cfg, zoo))
     assert result["heldout_questions"] > 100 and list(result["profiles"]) == ["balanced", "cost-first"]
     for r in result["profiles"].values():
-        chosen, reads, hindsight, ceiling, fitted, oracle = r.values()
+        chosen, reads, reader, reader_hindsight, hindsight, ceiling, fitted, oracle = r.values()
         assert reads["order"] == chosen["order"] and ceiling["order"] == hindsight["order"]
         assert hindsight["reward"] >= chosen["reward"]
+        # the best reading tree on the held-out questions is at least any reader there: the training
+        # split's tree, and the cascade that escalates on the text it reads
+        assert reader_hindsight["reward"] >= max(reader["reward"], reads["reward"]) - 1e-9
         assert ceiling["accuracy"] >= hindsight["accuracy"] and oracle["accuracy"] >= ceiling["accuracy"]
         assert oracle["reward"] >= fitted["reward"] and 0 < fitted["most_chosen"]["questions"] <= result["heldout_questions"]
     assert "| balanced | best fixed cascade (training split) | grok-3-mini -> gpt-5-mini" in routes.table(result)
+    frontier = result["reading_frontier"]
+    assert [c["cost"] for c in frontier] == sorted(c["cost"] for c in frontier)
+    assert frontier[-1]["accuracy"] <= max(r["oracle (cheapest correct expert)"]["accuracy"] for r in result["profiles"].values())

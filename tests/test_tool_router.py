@@ -59,7 +59,7 @@ def router(log, experts):
 
 def test_each_call_goes_to_its_back_end_state_calls_first_then_experts_then_basic_tools():
     log = []
-    expert = Expert("Paris " * 10)
+    expert = Expert("Looking at " + "the clues " * 5 + "Answer: Paris")  # 74 characters
     state = State(log)
     calls = [RoutedCall("run_python", {"code": "print(1)"}, TASK), RoutedCall("call_expert", {"expert": "cheap"}, TASK),
              RoutedCall("get_user", {"id": "u1"}, TASK, state), RoutedCall("search", {"query": "q"}, TASK),
@@ -71,11 +71,12 @@ def test_each_call_goes_to_its_back_end_state_calls_first_then_experts_then_basi
     code, consult, fn, search, answer, refused, stateless = out
     assert all(r.record.turn == 3 for r in out)
     assert code.observation == "x" * 20 and code.record.latency == 0.25 and code.record.ok
-    assert consult.observation == "cheap: " + ("Paris " * 10)[:20] and consult.response.text.startswith("Paris")
+    # the answer's start and its end (where it concludes), 20 characters in all
+    assert consult.observation == "cheap: Looki ... wer: Paris" and consult.response.text.startswith("Looking")
     assert (consult.record.expert, consult.record.input_tokens, consult.record.output_tokens, consult.record.cost,
             consult.record.latency) == ("cheap", 12, 3, 0.5, 1.5)
     assert answer.observation == "" and answer.response is not None  # the answer ends the episode
-    assert fn.observation == "y" * 20 and fn.record.latency == 0.05 and fn.record.arguments == '{"id": "u1"}'
+    assert fn.observation == "y" * 20  # a function's result is cut at the limit and fn.record.latency == 0.05 and fn.record.arguments == '{"id": "u1"}'
     assert search.observation == "error: index down"[:20] and not search.record.ok
     assert search.record.error == ("index down " + "e" * 400)[:300] and search.record.error_kind == "data"
     assert refused.observation == "error: not allowed" and refused.record.error_kind == "data"

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 from orchestra_ray.experts.base import ExpertError, ExpertRequest, ExpertResponse
 from orchestra_ray.families.family import EpisodeState
 from orchestra_ray.rollout.calls import CallRecord
+from orchestra_ray.rollout.expert_view import expert_view
 from orchestra_ray.rollout.failures import DATA
 
 EXPERT_TOOLS = ("call_expert", "answer")
@@ -106,7 +107,7 @@ class ToolRouter:
             return Routed(rec, f"error: {rec.error}")
         rec.input_tokens, rec.output_tokens = res.input_tokens, res.output_tokens
         rec.cost, rec.latency = res.cost, res.latency
-        observation = "" if c.name == "answer" else f"{slot}: {res.text[: self.max_response_chars]}"
+        observation = "" if c.name == "answer" else f"{slot}: {expert_view(res.text, self.max_response_chars)}"
         return Routed(rec, observation, res)
 
     def _state_call(self, turn: int, c: RoutedCall) -> Routed:

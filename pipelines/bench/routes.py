@@ -11,6 +11,12 @@ the anchored reward (as the report computes it), accuracy and cost per question 
   (`says_unknown`, the cascade demonstrator's reading rule);
 - the best of every fixed cascade of up to three experts chosen on the held-out questions
   themselves (hindsight: the most any question-blind order gets there);
+- the best policy that decides from what the experts say (a decision tree of up to three calls,
+  reading whether each answer says the expert does not know and whether it agrees with one read
+  before: `orchestra_ray/reports/reading_policy.py`), fitted on the training split, and fitted on
+  the held-out questions themselves (hindsight: the most any policy that reads the answers but not
+  the question gets there, a cascade being one such policy), and below the table the corners of
+  the accuracy-cost frontier of such policies on the held-out questions;
 - the same order escalating after every wrong answer (a reader that knew which answers are wrong:
   the ceiling of reading answers);
 - an order chosen per question from its sentence embedding, by ridge regressions fitted on the
@@ -32,7 +38,9 @@ from orchestra_ray.families.task import FRAMES
 from orchestra_ray.grpo.preferences import COST, OUTCOME, profile_vector
 from orchestra_ray.grpo.reward import anchored_reward
 from orchestra_ray.reports.baselines import Answer, anchors_of, arm_metrics, best_cascade, cascade_asked, escalating, oracle_slot
+from orchestra_ray.reports.reading_policy import accuracy_cost_frontier, best_reading_policy, describe, follow
 from orchestra_ray.reports.route_fit import fitted_routes
+from orchestra_ray.rollout.expert_view import expert_view
 from pipelines.families import Families
 from pipelines.zoo import Zoo
 
@@ -70,7 +78,9 @@ def run(cfg: OrchestraConfig, zoo: Zoo, families: Families) -> Dict:
     embedded = encode([q.problem for q in families.train[FRAMES] + families.heldout[FRAMES]])
     x_train, x_heldout = embedded[: len(train)], embedded[len(train):]
     out: Dict = {"config": cfg.run.name or "", "heldout_questions": len(heldout), "train_questions": len(train),
-                 "profiles": {}}
+                 "profiles": {}, "reading_frontier": [
+                     {"accuracy": acc, "cost": cost, "policy": describe(tree)}
+                     for acc, cost, tree in accuracy_cost_frontier(answers, heldout, slots, seen)]}
     for profile in cfg.preferences.eval_profiles:
         w = dict(profile_vector(profile, slots, cfg.preferences.weights).weights)
         chosen = best_cascade(answers, train, slots, w)
@@ -78,10 +88,14 @@ def run(cfg: OrchestraConfig, zoo: Zoo, families: Families) -> Dict:
         hindsight = max(orders, key=lambda o: scored[o]["reward"])
         earned = [[route_reward(answers[q], slots, w, cascade_asked(o, answers[q])) for o in orders] for q in train]
         picked = dict(zip(heldout, (orders[i] for i in fitted_routes(x_train, earned, x_heldout))))
+        reading = {split: best_reading_policy(answers, ids, slots, w, seen) for split, ids in (("training split", train),
+                                                                                               ("held-out, hindsight", heldout))}
         routes = {
             "best fixed cascade (training split)": (chosen, scored[chosen]),
             "  escalating on the text it reads": (chosen, figures(
-                answers, heldout, slots, w, lambda q: escalating(chosen, answers[q], lambda a: not says_unknown(a.text[:seen])))),
+                answers, heldout, slots, w, lambda q: escalating(chosen, answers[q], lambda a: not says_unknown(expert_view(a.text, seen))))),
+            **{f"best reading policy ({split})": (describe(tree), figures(
+                answers, heldout, slots, w, lambda q, tree=tree: follow(tree, answers[q], seen))) for split, tree in reading.items()},
             "best fixed cascade (held-out, hindsight)": (hindsight, scored[hindsight]),
             "  escalating after every wrong answer": (hindsight, figures(
                 answers, heldout, slots, w, lambda q: escalating(hindsight, answers[q], lambda a: a.correct))),
@@ -90,7 +104,7 @@ def run(cfg: OrchestraConfig, zoo: Zoo, families: Families) -> Dict:
             "oracle (cheapest correct expert)": ((), figures(
                 answers, heldout, slots, w, lambda q: [(oracle_slot(answers[q], slots), answers[q][oracle_slot(answers[q], slots)])])),
         }
-        out["profiles"][profile] = {name: {"order": list(o), **f} for name, (o, f) in routes.items()}
+        out["profiles"][profile] = {name: {"order": [o] if isinstance(o, str) else list(o), **f} for name, (o, f) in routes.items()}
         common, n = collections.Counter(picked.values()).most_common(1)[0]
         out["profiles"][profile][FITTED]["most_chosen"] = {"order": list(common), "questions": n}
     return out
@@ -106,4 +120,8 @@ def table(result: Dict) -> str:
                 order = f"per question; most often {' -> '.join(r['most_chosen']['order'])} ({r['most_chosen']['questions']})"
             lines.append(f"| {profile} | {name.strip()}{' (same order)' if name.startswith(' ') else ''} | {order} | "
                          f"{r['reward']:.3f} | {100 * r['accuracy']:.1f} % | ${r['cost']:.5f} |")
+    lines += ["", "Accuracy against cost of the policies that read the answers, not the question (chosen on the held-out "
+              "questions: the corners of their frontier; between two corners a policy costs at least the line between them):",
+              "", "| accuracy | cost / question | policy |", "|---|---|---|"]
+    lines += [f"| {100 * c['accuracy']:.1f} % | ${c['cost']:.5f} | {c['policy']} |" for c in result["reading_frontier"]]
     return "\n".join(lines)
