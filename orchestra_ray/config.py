@@ -270,8 +270,7 @@ class TrainerConfig:
 class WarmStartConfig:
     enabled: bool = True
     examples: int = 256  # shared among the families by their sampling weights
-    # family -> demonstrations, in place of its share of `examples`: a family whose calls take
-    # many examples to learn (domain functions) need not inflate the others'.
+    # family -> demonstrations in place of its share of `examples` (domain functions need many).
     family_examples: Dict[str, int] = field(default_factory=dict)
     epochs: int = 2
     lr: float = 1e-3
@@ -282,12 +281,13 @@ class WarmStartConfig:
     # prompted model would; the experts' accuracy on the data is left for RL to find. "cascade": the
     # experts in that listed order, the next one asked when the answer read says the expert does not
     # know (orchestra_ray/families/demos.py: consult, read, escalate; at most three). "best-cascade":
-    # the same reading, in the order of the report's cascade baseline (the best mean reward under the
-    # task's preference on the training split's recorded answers, escalating on the recorded grade):
-    # what each expert is worth is measured on training questions, as the paper's tool descriptions are.
+    # that reading in the order of the report's cascade baseline (the best mean reward under the task's
+    # preference on the training split's recorded answers): experts' worth measured on training questions.
     demonstrator: str = "strongest"
-    # "preference" and "cascade": 0 demonstrates the best-listed order every time; above 0 each
-    # demonstration draws its experts from softmax(listed score / this), in the units of the weights.
+    # Per family and profile, at least this share of demonstrations read an answer and call again
+    # before answering (more training tasks drawn to find them; pipelines/warm_start.py). 0: as drawn.
+    multi_call_share: float = 0.0
+    # "preference", "cascade": 0 shows the best-listed order; above 0 draws softmax(listed score / this).
     demonstrator_temperature: float = 0.0
 
 

@@ -286,6 +286,8 @@ def validate(cfg: OrchestraConfig) -> None:
              f"must be one of {', '.join(DEMONSTRATORS)}, got {cfg.warm_start.demonstrator!r}")
     _require(math.isfinite(cfg.warm_start.demonstrator_temperature) and cfg.warm_start.demonstrator_temperature >= 0,
              "warm_start.demonstrator_temperature", "must be a finite number >= 0")
+    _require(0 <= cfg.warm_start.multi_call_share < 1, "warm_start.multi_call_share",
+             f"must be in [0, 1), got {cfg.warm_start.multi_call_share}")
     _validate_ranges(cfg)
     names = [e.name for e in cfg.zoo.experts]
     _require(len(names) >= 1, "zoo.experts", "the zoo needs at least one expert")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import ray
 
@@ -48,13 +48,54 @@ def demonstrations(cfg: OrchestraConfig, zoo: Zoo, families: Families, chat: Cha
     demos = []
     for name, pool in families.train.items():
         family = families.by_name[name]
-        for t in demo_tasks(pool, cfg.preferences.train_profiles, zoo.slots, counts.get(name, 0), cfg.run.seed,
-                            cfg.preferences.weights):
-            calls = family.demonstration(t, rng)
-            demos.append(scripted_demo(chat, family.toolset(t)[0], user_message(t.question, t.preference), calls,
-                                       observer(router, t, family.new_state(t))))
+
+        def demonstrate(t: Task) -> dict:
+            return scripted_demo(chat, family.toolset(t)[0], user_message(t.question, t.preference),
+                                 family.demonstration(t, rng), observer(router, t, family.new_state(t)))
+
+        n = counts.get(name, 0)
+        drawn = demo_tasks(pool, cfg.preferences.train_profiles, zoo.slots, n, cfg.run.seed, cfg.preferences.weights)
+        mine = [(t.preference.profile, demonstrate(t)) for t in drawn]
+        share = cfg.warm_start.multi_call_share
+        if share > 0 and n:
+            more = demo_tasks(pool, cfg.preferences.train_profiles, zoo.slots, EXTRA_DRAWS * n, cfg.run.seed + 1,
+                              cfg.preferences.weights)
+            mine += multi_call_supplement(mine, ((t.preference.profile, t) for t in more), demonstrate, share)
+        demos.extend(d for _, d in mine)
     random.Random(cfg.run.seed).shuffle(demos)
     return demos
+
+
+EXTRA_DRAWS = 4  # further tasks drawn per demonstration, at most, to find the multi-call ones a share asks for
+
+
+def calls_of(demo: dict) -> int:
+    """How many calls a demonstration makes, its answer included: the runs of the policy's tokens."""
+    mask = demo["loss_mask"]
+    return sum(1 for i, m in enumerate(mask) if m and (i == 0 or not mask[i - 1]))
+
+
+def multi_call_supplement(demos: List[Tuple[str, dict]], candidates: Iterable[Tuple[str, Task]],
+                          demonstrate: Callable[[Task], dict], share: float) -> List[Tuple[str, dict]]:
+    """Demonstrations of further tasks (`candidates`, by profile) that call more than once before
+    answering, added per profile until they are `share` of that profile's demonstrations: a route
+    rare in the data (escalating after the strongest expert says it does not know) is then seen
+    often enough to be learnt. Profiles whose share is already met get none."""
+    total: Dict[str, int] = {}
+    multi: Dict[str, int] = {}
+    for profile, d in demos:
+        total[profile] = total.get(profile, 0) + 1
+        multi[profile] = multi.get(profile, 0) + (calls_of(d) > 2)
+    added: List[Tuple[str, dict]] = []
+    for profile, t in candidates:
+        if profile not in total or multi[profile] >= share * total[profile]:
+            continue
+        d = demonstrate(t)
+        if calls_of(d) > 2:
+            added.append((profile, d))
+            multi[profile] += 1
+            total[profile] += 1
+    return added
 
 
 CHUNK_S = 1.0  # about this long per call of the learner: progress every second, one actor call's overhead

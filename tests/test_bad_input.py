@@ -50,6 +50,7 @@ def config_error(frames_dir: str, *overrides: str, path: str = QUICKSTART) -> st
     ("trainer.num_gpus=-1", "trainer.num_gpus"),
     ("warm_start.batch_size=0", "warm_start.batch_size"),
     ("warm_start.examples=-8", "warm_start.examples"),
+    ("warm_start.multi_call_share=1.0", "warm_start.multi_call_share"),
     ("policy.tiny.num_hidden_layers=0", "policy.tiny.num_hidden_layers"),
     ("policy.tiny.vocab_size=-1", "policy.tiny.vocab_size"),
     ("data.max_train_questions=-5", "data.max_train_questions"),

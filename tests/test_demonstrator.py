@@ -182,3 +182,28 @@ def test_the_best_cascade_demonstrator_asks_in_each_preferences_best_training_or
         FramesFamily("system", [], "strong", "best-cascade", cards)
     with pytest.raises(ValueError, match="training split is empty"):
         FramesFamily("system", [], "strong", "best-cascade", cards, 0.0, dict).best_order(cost)
+
+
+def test_multi_call_demonstrations_are_supplemented_per_profile_up_to_the_share():
+    from pipelines.warm_start import calls_of, multi_call_supplement
+
+    def demo(calls):  # prompt, then each call followed by an observation but the last
+        mask = [0]
+        for k in range(calls):
+            mask += [1, 1] + ([0] if k < calls - 1 else [])
+        return {"token_ids": [0] * len(mask), "loss_mask": mask}
+
+    assert [calls_of(demo(n)) for n in (1, 2, 3)] == [1, 2, 3]
+    drawn = [("cheap", demo(3))] * 4 + [("cheap", demo(2))] * 6 + [("strong", demo(2))] * 10
+    # candidates: tasks whose demonstration calls once or twice before answering, by profile
+    candidates = [(p, n) for p in ("strong", "cheap", "other") for n in (2, 3, 2, 3, 3, 3, 3, 3)]
+    made = []
+
+    def demonstrate(n):
+        made.append(n)
+        return demo(n)
+
+    added = multi_call_supplement(drawn, candidates, demonstrate, 0.3)
+    # cheap already has 4 of 10; strong needs 5 (5 of 15 = 1/3 >= 0.3); no profile of its own for "other"
+    assert [p for p, _ in added] == ["strong"] * 5 and all(calls_of(d) == 3 for _, d in added)
+    assert len(made) == 7  # strong's candidates until its share was met, none of the others'
