@@ -80,7 +80,11 @@ def multi_call_supplement(demos: List[Tuple[str, dict]], candidates: Iterable[Tu
     """Demonstrations of further tasks (`candidates`, by profile) that call more than once before
     answering, added per profile until they are `share` of that profile's demonstrations: a route
     rare in the data (escalating after the strongest expert says it does not know) is then seen
-    often enough to be learnt. Profiles whose share is already met get none."""
+    often enough to be learnt. Profiles whose share is already met get none. Best effort: when the
+    candidates run out the share may stay below `share`, and a question drawn twice is demonstrated
+    twice (FRAMES has a few dozen training questions where claude-sonnet-4 says it does not know).
+    Every candidate is demonstrated to learn how many calls it makes (for arithmetic, a sandboxed
+    run), so the quickstart sets it for FRAMES-only runs."""
     total: Dict[str, int] = {}
     multi: Dict[str, int] = {}
     for profile, d in demos:

@@ -114,4 +114,4 @@ def test_bench_routes_bounds_what_question_blind_routes_reach():
     assert "| balanced | best fixed cascade (training split) | grok-3-mini -> gpt-5-mini" in routes.table(result)
     frontier = result["reading_frontier"]
     assert [c["cost"] for c in frontier] == sorted(c["cost"] for c in frontier)
-    assert frontier[-1]["accuracy"] <= max(r["oracle (cheapest correct expert)"]["accuracy"] for r in result["profiles"].values())
+    assert [c["accuracy"] for c in frontier] == sorted(c["accuracy"] for c in frontier)  # more accurate, dearer

@@ -8,7 +8,8 @@ import pytest
 
 from orchestra_ray.grpo.preferences import profile_vector
 from orchestra_ray.grpo.reward import anchored_reward
-from orchestra_ray.reports.baselines import Answer, anchors_of, arm_metrics, cascade_asked
+from orchestra_ray.families.demos import says_unknown
+from orchestra_ray.reports.baselines import Answer, anchors_of, arm_metrics, escalating
 from orchestra_ray.reports.reading_policy import (ReadingPolicy, accuracy_cost_frontier, best_reading_policy, describe, follow,
                                                   signal)
 from orchestra_ray.rollout.expert_view import expert_view
@@ -56,17 +57,23 @@ def test_signals_read_abstention_at_the_end_and_agreement():
     assert signal(answer("strong", "right"), earlier, 300) == "answer"
 
 
-def test_the_tree_gets_at_least_every_cascade_on_its_own_questions():
-    """A cascade is a reading policy, so the best tree on a set of questions is never below it."""
+def test_the_tree_gets_at_least_every_reading_cascade_on_its_own_questions():
+    """A cascade that escalates on what it is shown is a reading policy, so the best tree on a set
+    of questions is never below it; the grade is not read: "not attempted" on a text that answers
+    reads as an answer."""
     rng = random.Random(3)
     answers = {f"q{i}": {s: answer(s, rng.choice(["right", "right", "unknown", f"wrong:{s}"])) for s in SLOTS}
                for i in range(40)}
+    answers["q0"]["cheap"] = Answer("Answer: the president from the one that organizes it", "C", 100, 50, PRICE["cheap"], 1.0)
+    assert signal(answers["q0"]["cheap"], [], 300) == "answer"
+    reads = lambda o: lambda a: escalating(o, a, lambda x: not says_unknown(expert_view(x.text, 300)))  # noqa: E731
     for profile in ("balanced", "accuracy-first", "cost-first"):
         w = dict(profile_vector(profile, SLOTS).weights)
         tree = best_reading_policy(answers, list(answers), SLOTS, w, 300)
-        cascades = [total_of(lambda a, o=o: cascade_asked(o, a), answers, w)
-                    for n in (1, 2, 3) for o in itertools.permutations(SLOTS, n)]
+        cascades = [total_of(reads(o), answers, w) for n in (1, 2, 3) for o in itertools.permutations(SLOTS, n)]
         assert total_of(lambda a: follow(tree, a, 300), answers, w) >= max(cascades) - 1e-9
+    with pytest.raises(ValueError, match="at least one call"):
+        best_reading_policy(answers, list(answers), SLOTS, w, 300, max_calls=0)
 
 
 def total_of(route, answers, w):
@@ -92,3 +99,6 @@ def test_the_frontier_runs_from_the_cheapest_expert_to_the_most_accurate_reader(
     for acc, cost, tree in corners:
         routes = [follow(tree, a, 300) for a in answers.values()]
         assert acc == pytest.approx(sum(r[-1][1].correct for r in routes) / 30)
+    # from the two ends alone, the prices at which neighbours tie find every corner between them
+    coarse = accuracy_cost_frontier(answers, list(answers), SLOTS, 300, prices=(0.0, 1e6))
+    assert [(a, c) for a, c, _ in coarse] == [(a, c) for a, c, _ in corners]

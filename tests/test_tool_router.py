@@ -76,7 +76,8 @@ def test_each_call_goes_to_its_back_end_state_calls_first_then_experts_then_basi
     assert (consult.record.expert, consult.record.input_tokens, consult.record.output_tokens, consult.record.cost,
             consult.record.latency) == ("cheap", 12, 3, 0.5, 1.5)
     assert answer.observation == "" and answer.response is not None  # the answer ends the episode
-    assert fn.observation == "y" * 20  # a function's result is cut at the limit and fn.record.latency == 0.05 and fn.record.arguments == '{"id": "u1"}'
+    # a function's result is cut at the limit
+    assert fn.observation == "y" * 20 and fn.record.latency == 0.05 and fn.record.arguments == '{"id": "u1"}'
     assert search.observation == "error: index down"[:20] and not search.record.ok
     assert search.record.error == ("index down " + "e" * 400)[:300] and search.record.error_kind == "data"
     assert refused.observation == "error: not allowed" and refused.record.error_kind == "data"

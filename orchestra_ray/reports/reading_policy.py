@@ -8,9 +8,11 @@ same answer as an expert read before ("agrees:<slot>", compared on the normalise
 last "Answer:"), or it gives another answer. `best_reading_policy` finds, by dynamic programming
 over every history of up to `max_calls` calls, the tree with the highest total anchored reward on a
 set of questions: fitted on the training split it is a policy one could deploy; fitted on the
-held-out questions themselves (hindsight) it bounds what any policy that reads only the answers can
-reach there, a cascade (`reports.baselines.best_cascade`) being one such tree.
-`accuracy_cost_frontier` gives the corners of what such trees trade between accuracy and cost.
+held-out questions themselves (hindsight) it bounds what a policy that reads these signals in up to
+`max_calls` calls can reach there. A cascade that escalates when what it is shown says "I don't
+know" is one such tree; the report's cascade baseline is not, as it escalates on the recorded grade
+("not attempted"), which marks some answers that do not say so. `accuracy_cost_frontier` gives the
+corners of what such trees trade between accuracy and cost.
 
 Plain data in and out: `answers[question_id][slot]` is a `baselines.Answer`.
 """
@@ -45,8 +47,12 @@ class ReadingPolicy:
 
 def final_answer(text: str) -> str:
     """What an answer says, for comparing two: lower-case letters and digits after its last
-    "Answer:", at most 40 of them."""
-    return re.sub(r"[^a-z0-9]", "", text.lower().rsplit("answer:", 1)[-1])[:40]
+    "Answer:", at most 40 of them; "" (agreeing with nothing) without one, as the opening words of
+    two reasoned answers ("Looking at this question...") say nothing of what they concluded."""
+    low = text.lower()
+    if "answer:" not in low:
+        return ""
+    return re.sub(r"[^a-z0-9]", "", low.rsplit("answer:", 1)[-1])[:40]
 
 
 def signal(answer: Answer, earlier: Asked, seen_chars: int) -> str:
@@ -97,21 +103,37 @@ def best_reading_policy(answers: Answers, question_ids: Sequence[str], slots: Se
 def accuracy_cost_frontier(answers: Answers, question_ids: Sequence[str], slots: Sequence[str], seen_chars: int,
                            max_calls: int = 3, prices: Sequence[float] = FRONTIER_PRICES) -> List[Tuple[float, float, ReadingPolicy]]:
     """(accuracy, mean cost per question, tree) of the trees that maximise the number of correct
-    answers less `price` x the dollars spent, for each price: the corners of the accuracy-cost
-    frontier of reading policies on `question_ids`, cheapest first. A policy more accurate than one
-    corner and less than the next costs at least the straight line between them."""
+    answers less `price` x the dollars spent: the corners of the accuracy-cost frontier of reading
+    policies on `question_ids`, cheapest first. The prices of `prices` find most corners; then, for
+    two neighbouring corners, the price at which both score alike finds any corner between them,
+    until none is left, so a policy more accurate than one corner and less than the next costs at
+    least the straight line between them."""
     if not question_ids:
         raise ValueError("accuracy_cost_frontier needs at least one question")
+    n = len(question_ids)
     corners: Dict[Tuple[float, float], ReadingPolicy] = {}
-    for price in prices:
-        def score(q: str, asked: Asked, relay: str, price=price) -> float:
+
+    def corner(price: float) -> Tuple[float, float]:
+        def score(q: str, asked: Asked, relay: str) -> float:
             return float(answers[q][relay].correct) - price * sum(a.cost for _, a in asked)
 
         tree = _best_tree(answers, question_ids, slots, score, seen_chars, max_calls)
         routes = [follow(tree, answers[q], seen_chars) for q in question_ids]
-        n = len(question_ids)
         point = (sum(r[-1][1].correct for r in routes) / n, sum(a.cost for r in routes for _, a in r) / n)
         corners.setdefault(point, tree)
+        return point
+
+    for price in prices:
+        corner(price)
+    checked = set()
+    while True:
+        points = sorted(corners, key=lambda p: (p[1], p[0]))
+        gaps = [(a, b) for a, b in zip(points, points[1:]) if b[0] > a[0] and b[1] > a[1] and (a, b) not in checked]
+        if not gaps:
+            break
+        a, b = gaps[0]
+        checked.add((a, b))
+        corner((b[0] - a[0]) / (b[1] - a[1]))
     return sorted(((acc, cost, tree) for (acc, cost), tree in corners.items()), key=lambda c: (c[1], c[0]))
 
 
@@ -119,6 +141,8 @@ def _best_tree(answers: Answers, question_ids: Sequence[str], slots: Sequence[st
                max_calls: int) -> ReadingPolicy:
     """Dynamic programming over every history of calls and what each said: the tree with the highest
     total `score`; of trees that score as much, the one that spends least."""
+    if max_calls < 1 or not slots:
+        raise ValueError(f"a reading policy needs at least one call and one expert, got {max_calls} and {list(slots)}")
 
     def solve(ids: List[str], asked_slots: Tuple[str, ...]) -> Tuple[float, float, ReadingPolicy]:
         """(total score, total cost, tree) of the best tree from here for `ids`."""

@@ -1,5 +1,6 @@
 """`orchestra-ray bench generate [CONFIG]`: one generate call of `--prompts` prompts through a rollout
-worker's engine as the config sets it (`HFEngine`, the system prompt prefilled once; the rollout
+worker's transformers engine as the config sets it (`HFEngine`, the system prompt prefilled once,
+whatever `policy.engine` and `rollout.share_prompt_prefill` say; the rollout
 dtype, `policy.device`, batches of `rollout.max_batch_size`, `rollout.torch_threads`), with the KV
 cache in buffers allocated per call and with transformers' concatenating cache; each variant in a
 fresh process, so its peak resident memory (Linux's ru_maxrss) is its own (host memory: on a GPU,

@@ -2,23 +2,22 @@
 FRAMES questions of a config's split, from the zoo's recorded answers alone (no policy, no Ray), and
 what one fitted to the question's embedding reaches.
 
-A policy that reads the experts' answers but not the question can do no better than some fixed
-order of experts with a rule for when to ask the next one. The table gives, per evaluation profile,
-the anchored reward (as the report computes it), accuracy and cost per question of:
+The table gives, per evaluation profile, the anchored reward (as the report computes it), accuracy
+and cost per question of:
 - the best fixed cascade, chosen on the training split (the report's `cascade` baseline; it
   escalates on the recorded grade "not attempted");
-- the same order escalating when the answer text the policy sees says the expert does not know
-  (`says_unknown`, the cascade demonstrator's reading rule);
-- the best of every fixed cascade of up to three experts chosen on the held-out questions
-  themselves (hindsight: the most any question-blind order gets there);
+- the same order escalating when what the policy is shown of an answer says the expert does not
+  know (`says_unknown` on `expert_view`, the cascade demonstrators' reading rule);
 - the best policy that decides from what the experts say (a decision tree of up to three calls,
   reading whether each answer says the expert does not know and whether it agrees with one read
   before: `orchestra_ray/reports/reading_policy.py`), fitted on the training split, and fitted on
-  the held-out questions themselves (hindsight: the most any policy that reads the answers but not
-  the question gets there, a cascade being one such policy), and below the table the corners of
-  the accuracy-cost frontier of such policies on the held-out questions;
-- the same order escalating after every wrong answer (a reader that knew which answers are wrong:
-  the ceiling of reading answers);
+  the held-out questions themselves (hindsight: the most a policy reading these signals gets there;
+  the row above is one such policy); below the table, the corners of the accuracy-cost frontier of
+  such policies on the held-out questions;
+- the best of every fixed cascade of up to three experts chosen on the held-out questions
+  themselves (hindsight: the most any question-blind order gets there);
+- the hindsight cascade's order escalating after every wrong answer (a reader that knew which
+  answers are wrong: the ceiling of reading answers);
 - an order chosen per question from its sentence embedding, by ridge regressions fitted on the
   training split (`orchestra_ray/reports/route_fit.py`): what reading the question, and the recorded
   abstentions, learns from these training questions;
