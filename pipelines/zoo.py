@@ -21,8 +21,8 @@ from orchestra_ray.experts.pricing import PriceTable
 from orchestra_ray.policy import pretrained
 from orchestra_ray.policy.tiny_model import tiny_policy_path
 from orchestra_ray.reports.baselines import Answer
-from orchestra_ray.tools.spec import expert_tools
 from orchestra_ray.rollout.expert_view import expert_view
+from orchestra_ray.tools.spec import expert_tools
 
 
 @dataclass

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from orchestra_ray.families.demos import says_unknown
@@ -55,16 +56,22 @@ def final_answer(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", low.rsplit("answer:", 1)[-1])[:40]
 
 
+@lru_cache(maxsize=16384)
+def _read(text: str, seen_chars: int) -> Tuple[bool, str]:
+    """(says it does not know, its final answer) of what the policy is shown of `text`: once per
+    answer, however often the search over trees reads it."""
+    shown = expert_view(text, seen_chars)
+    return says_unknown(shown), final_answer(shown)
+
+
 def signal(answer: Answer, earlier: Asked, seen_chars: int) -> str:
     """What reading `answer` (what the policy is shown of it: `expert_view`) tells a policy that has
     already read `earlier`."""
-    text = expert_view(answer.text, seen_chars)
-    if says_unknown(text):
+    unknown, said = _read(answer.text, seen_chars)
+    if unknown:
         return UNKNOWN
-    said = final_answer(text)
     for slot, a in earlier:
-        shown = expert_view(a.text, seen_chars)
-        if said and not says_unknown(shown) and final_answer(shown) == said:
+        if said and _read(a.text, seen_chars) == (False, said):
             return f"agrees:{slot}"
     return ANSWERED
 

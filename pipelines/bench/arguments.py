@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from pipelines.bench.runner import BENCHMARKS
+
 
 def add_bench_parser(sub) -> argparse.ArgumentParser:
     """The `bench` subcommand of `sub` (the CLI's subparsers), with every benchmark's options."""
-    p = sub.add_parser("bench", help="a benchmark (trl, weight-sync, sandbox, breakdown, copy, learner, routes, generate): prints a table, "
-                                     "writes bench.json")
-    p.add_argument("name", metavar="NAME", choices=("trl", "weight-sync", "sandbox", "breakdown", "copy", "learner", "routes", "generate"),
-                   help="trl | weight-sync | sandbox | breakdown | copy | learner | routes | generate")
+    p = sub.add_parser("bench", help=f"a benchmark ({', '.join(BENCHMARKS)}): prints a table, writes bench.json")
+    p.add_argument("name", metavar="NAME", choices=BENCHMARKS, help=" | ".join(BENCHMARKS))
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
                    help="trl, breakdown, copy, routes and generate: the config (default quickstart; copy: mixed) and dotted overrides")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: a new local cluster)")
@@ -35,7 +35,7 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None,
                    help="GRPO steps, the first a warm-up: breakdown (default 4), trl per side and rep (default 5); "
                         "learner: measured steps after one warm-up (default 3)")
-    p.add_argument("--prompts", type=int, default=64, help="generate: prompts in the one batched call (default 64)")
+    p.add_argument("--prompts", type=int, default=64, help="generate: prompts in the call, in batches of rollout.max_batch_size (default 64)")
     p.add_argument("--new-tokens", type=int, default=None,
                    help="generate: tokens each row decodes (default: the config's rollout.max_new_tokens)")
     return p

@@ -32,14 +32,12 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 from orchestra_ray.config import OrchestraConfig
 from orchestra_ray.errors import ConfigError
-from orchestra_ray.families.demos import says_unknown
 from orchestra_ray.families.task import FRAMES
 from orchestra_ray.grpo.preferences import COST, OUTCOME, profile_vector
 from orchestra_ray.grpo.reward import anchored_reward
 from orchestra_ray.reports.baselines import Answer, anchors_of, arm_metrics, best_cascade, cascade_asked, escalating, oracle_slot
-from orchestra_ray.reports.reading_policy import accuracy_cost_frontier, best_reading_policy, describe, follow
+from orchestra_ray.reports.reading_policy import UNKNOWN, accuracy_cost_frontier, best_reading_policy, describe, follow, signal
 from orchestra_ray.reports.route_fit import fitted_routes
-from orchestra_ray.rollout.expert_view import expert_view
 from pipelines.families import Families
 from pipelines.zoo import Zoo
 
@@ -92,7 +90,7 @@ def run(cfg: OrchestraConfig, zoo: Zoo, families: Families) -> Dict:
         routes = {
             "best fixed cascade (training split)": (chosen, scored[chosen]),
             "  escalating on the text it reads": (chosen, figures(
-                answers, heldout, slots, w, lambda q: escalating(chosen, answers[q], lambda a: not says_unknown(expert_view(a.text, seen))))),
+                answers, heldout, slots, w, lambda q: escalating(chosen, answers[q], lambda a: signal(a, [], seen) != UNKNOWN))),
             **{f"best reading policy ({split})": (describe(tree), figures(
                 answers, heldout, slots, w, lambda q, tree=tree: follow(tree, answers[q], seen))) for split, tree in reading.items()},
             "best fixed cascade (held-out, hindsight)": (hindsight, scored[hindsight]),
